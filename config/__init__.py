@@ -1,0 +1,95 @@
+"""The one settings object of the project: every module reads configuration from here."""
+
+from __future__ import annotations
+
+import secrets
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+VAR_DIR = PROJECT_ROOT / "var"
+
+# Values that mean "nobody chose this": refused when APP_ENV=production.
+PLACEHOLDER_SECRETS = {"", "changethis", "change-me", "changeme", "secret", "password"}
+
+
+class Settings(BaseSettings):
+    """Configuration from environment variables (and an optional `.env` file)."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    APP_ENV: Literal["development", "production"] = "development"
+    HOST: str = "127.0.0.1"
+    PORT: int = 8000
+    LOG_LEVEL: str = "INFO"
+
+    # Auth
+    SECRET_KEY: str = "changethis"
+    ACCESS_TOKEN_EXPIRE_MINUTES: int = Field(default=60, ge=1)
+    FIRST_ADMIN_USERNAME: str = "admin"
+    FIRST_ADMIN_PASSWORD: str = "changethis"
+    LOGIN_MAX_FAILURES: int = Field(default=5, ge=1)
+    LOGIN_LOCKOUT_SECONDS: int = Field(default=300, ge=1)
+
+    # Database: SQLite file under var/ by default; any SQLAlchemy URL (Postgres in production).
+    DATABASE_URL: str = f"sqlite:///{VAR_DIR / 'app.db'}"
+
+    # Object stores: a local folder by default, or s3://bucket/prefix (endpoint from boto3's
+    # standard AWS_ENDPOINT_URL, so MinIO or a local S3 server work unchanged).
+    MODEL_STORE_URI: str = str(VAR_DIR / "model-store")
+    MODEL_CACHE_DIR: Path = VAR_DIR / "model-cache"
+    MODEL_POLL_SECONDS: float = Field(default=30.0, ge=0)
+    IMAGE_STORE_URI: str = str(VAR_DIR / "images")
+    DATA_STORE_URI: str = str(VAR_DIR / "datasets")
+
+    # Request limits (documented in the README; violations answer 413/422, never 500).
+    MAX_TEXT_CHARS: int = Field(default=20_000, ge=1)
+    MAX_IMAGE_BYTES: int = Field(default=10 * 1024 * 1024, ge=1)
+    MAX_IMAGE_PIXELS: int = Field(default=40_000_000, ge=1)
+
+    # Prediction log writer
+    LOG_BATCH_SIZE: int = Field(default=200, ge=1)
+    LOG_FLUSH_SECONDS: float = Field(default=0.5, gt=0)
+    LOG_QUEUE_MAX: int = Field(default=100_000, ge=1)
+
+    # Pipelines (Airflow tasks, `make run` bootstrap)
+    API_URL: str = "http://127.0.0.1:8000"
+    TRAIN_MODE: Literal["inprocess", "docker"] = "inprocess"
+    TRAIN_IMAGE: str = "rakuten-classifier-train:latest"
+    TRAIN_EPOCHS: int | None = None
+    TRAIN_QUICK: bool = False
+    MIN_TRAINING_ROWS: int = Field(default=200, ge=1)
+    GATE_MIN_IMPROVEMENT: float = 0.0
+    GATE_MAX_RECALL_DROP: float = 0.10
+
+    @model_validator(mode="after")
+    def _refuse_placeholders_in_production(self) -> Settings:
+        if self.APP_ENV == "production":
+            for name in ("SECRET_KEY", "FIRST_ADMIN_PASSWORD"):
+                value = getattr(self, name)
+                if value.strip().lower() in PLACEHOLDER_SECRETS:
+                    raise ValueError(
+                        f"{name} is missing or a placeholder; set a real value when APP_ENV=production"
+                    )
+            if len(self.SECRET_KEY) < 32:
+                raise ValueError("SECRET_KEY must be at least 32 characters when APP_ENV=production")
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.DATABASE_URL.startswith("sqlite")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings (cached; tests build their own `Settings`)."""
+    return Settings()
+
+
+def generate_secret() -> str:
+    """A fresh random secret suitable for SECRET_KEY."""
+    return secrets.token_urlsafe(48)
