@@ -110,9 +110,7 @@ class Product(Base):
 
     __tablename__ = "products"
     __table_args__ = (
-        CheckConstraint(
-            "label_status IN ('unverified', 'verified', 'quarantined')", name="label_status"
-        ),
+        CheckConstraint("label_status IN ('unverified', 'verified', 'quarantined')", name="label_status"),
         Index("ix_products_prdtypecode", "prdtypecode"),
         Index("ix_products_created_at", "created_at"),
     )
@@ -136,9 +134,7 @@ class ModelVersion(Base):
 
     __tablename__ = "model_versions"
     __table_args__ = (
-        CheckConstraint(
-            "status IN ('candidate', 'production', 'retired', 'rejected')", name="status"
-        ),
+        CheckConstraint("status IN ('candidate', 'production', 'retired', 'rejected')", name="status"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

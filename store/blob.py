@@ -13,6 +13,7 @@ import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
 
 class BlobNotFoundError(KeyError):
@@ -21,6 +22,13 @@ class BlobNotFoundError(KeyError):
 
 class BlobStoreUnavailableError(RuntimeError):
     """The store could not be reached (network, credentials, missing bucket)."""
+
+
+class _PreconditionFailedError(Exception):
+    """A conditional S3 write found its condition false (internal to S3BlobStore)."""
+
+
+_CHUNK = 1024 * 1024
 
 
 def _check_key(key: str) -> str:
@@ -50,6 +58,17 @@ class BlobStore(ABC):
 
     @abstractmethod
     def delete(self, key: str) -> None: ...
+
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        """Create `key` only if it does not exist; False when it already did.
+
+        This default checks then writes; the implementations below make it atomic so that
+        two writers racing for the same key cannot both win.
+        """
+        if self.exists(key):
+            return False
+        self.put(key, data)
+        return True
 
     def put_file(self, key: str, path: Path) -> None:
         self.put(key, Path(path).read_bytes())
@@ -96,10 +115,25 @@ class LocalBlobStore(BlobStore):
             Path(tmp).unlink(missing_ok=True)
             raise
 
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            # link() fails if the target exists, and readers only ever see a complete file.
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+        return True
+
     def get(self, key: str) -> bytes:
         try:
             return self._path(key).read_bytes()
-        except (FileNotFoundError, IsADirectoryError) as exc:
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
             raise BlobNotFoundError(key) from exc
 
     def exists(self, key: str) -> bool:
@@ -153,15 +187,57 @@ class S3BlobStore(BlobStore):
             code = exc.response.get("Error", {}).get("Code", "")
             if code in {"NoSuchKey", "404", "NotFound"}:
                 raise BlobNotFoundError(kwargs.get("Key", "")) from exc
+            if code in {"PreconditionFailed", "412"}:
+                raise _PreconditionFailedError(kwargs.get("Key", "")) from exc
             raise BlobStoreUnavailableError(f"{self.uri}: {code or exc}") from exc
         except BotoCoreError as exc:
             raise BlobStoreUnavailableError(f"{self.uri}: {exc}") from exc
 
+    def _read_body(self, key: str, sink: BinaryIO | None = None) -> bytes:
+        """GET `key`; the body goes to `sink` in chunks when given (errors mid-stream included)."""
+        from botocore.exceptions import BotoCoreError
+        from urllib3.exceptions import HTTPError
+
+        body = self._call("get_object", Key=self._key(key))["Body"]
+        try:
+            if sink is None:
+                return body.read()
+            for chunk in body.iter_chunks(chunk_size=_CHUNK):
+                sink.write(chunk)
+            return b""
+        except (BotoCoreError, HTTPError, OSError) as exc:
+            raise BlobStoreUnavailableError(f"{self.uri}: reading {key}: {exc}") from exc
+        finally:
+            body.close()
+
     def put(self, key: str, data: bytes) -> None:
         self._call("put_object", Key=self._key(key), Body=data)
 
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        try:
+            self._call("put_object", Key=self._key(key), Body=data, IfNoneMatch="*")
+        except _PreconditionFailedError:
+            return False
+        return True
+
+    def put_file(self, key: str, path: Path) -> None:
+        # A single streamed PUT (up to 5 GB): the file is never held in memory.
+        with Path(path).open("rb") as handle:
+            self._call("put_object", Key=self._key(key), Body=handle)
+
     def get(self, key: str) -> bytes:
-        return self._call("get_object", Key=self._key(key))["Body"].read()
+        return self._read_body(key)
+
+    def get_file(self, key: str, path: Path) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".part")
+        try:
+            with tmp.open("wb") as handle:
+                self._read_body(key, handle)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def exists(self, key: str) -> bool:
         try:
@@ -172,6 +248,9 @@ class S3BlobStore(BlobStore):
 
     def list(self, prefix: str = "") -> Iterator[str]:
         full = self._key(prefix) if prefix else (self.prefix + "/" if self.prefix else "")
+        if prefix.endswith("/") and not full.endswith("/"):
+            # _check_key normalises "a/b/" to "a/b", which would also match "a/bc/...".
+            full += "/"
         strip = len(self.prefix) + 1 if self.prefix else 0
         keys: list[str] = []
         token: str | None = None

@@ -47,9 +47,7 @@ def upgrade() -> None:
         sa.Column("prdtypecode", sa.Integer(), primary_key=True, autoincrement=False),
         sa.Column("name", sa.String(128), nullable=False),
     )
-    op.bulk_insert(
-        categories, [{"prdtypecode": code, "name": name} for code, name in CATEGORIES.items()]
-    )
+    op.bulk_insert(categories, [{"prdtypecode": code, "name": name} for code, name in CATEGORIES.items()])
     op.create_table(
         "prediction_logs",
         sa.Column("id", BigIntPK, primary_key=True, autoincrement=True),

@@ -1,0 +1,42 @@
+# Quick start: `make run` serves the API on the embedded default; `make test` runs every test.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+PORT ?= 8000
+export PYTHONPATH := $(CURDIR)
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: help venv run serve migrate test test-fast lint format clean
+
+help:  ## List the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	@touch $@
+
+venv: $(VENV)/.installed  ## Create the virtualenv and install the requirements
+
+migrate: venv  ## Apply the database migrations
+	$(PY) -m db.migrate upgrade
+
+run: migrate  ## Bootstrap the embedded default if needed, then serve on http://127.0.0.1:$(PORT)
+	PORT=$(PORT) $(PY) -m api
+
+test: venv  ## Lint, then run the whole test suite
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(PY) -m pytest
+
+lint: venv  ## Lint only
+	$(VENV)/bin/ruff check .
+
+format: venv  ## Format the code
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+clean:  ## Remove the virtualenvs and local state (var/)
+	rm -rf $(VENV) var .pytest_cache .ruff_cache

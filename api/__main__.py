@@ -1,0 +1,20 @@
+"""Serve the API: `python -m api` (host and port from the settings)."""
+
+from __future__ import annotations
+
+import logging
+
+import uvicorn
+
+from api.main import create_app
+from config import get_settings
+
+
+def main() -> None:
+    settings = get_settings()
+    logging.basicConfig(level=settings.LOG_LEVEL, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(create_app(settings), host=settings.HOST, port=settings.PORT, log_level="info")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""API fixtures: an app on a fresh database, and tokens for an admin and a seller."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from config import Settings
+
+ADMIN = ("admin", "admin-password-1")
+SELLER = ("seller1", "seller-password-1")
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path) -> Settings:
+    return Settings(
+        DATABASE_URL=database_url,
+        SECRET_KEY="test-secret-key-that-is-long-enough-0123456789",
+        FIRST_ADMIN_USERNAME=ADMIN[0],
+        FIRST_ADMIN_PASSWORD=ADMIN[1],
+        MODEL_STORE_URI=str(tmp_path / "model-store"),
+        MODEL_CACHE_DIR=tmp_path / "model-cache",
+        IMAGE_STORE_URI=str(tmp_path / "images"),
+        MODEL_POLL_SECONDS=0,
+    )
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    from api.main import create_app
+
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+def login(client: TestClient, username: str, password: str) -> str:
+    response = client.post("/login", data={"username": username, "password": password})
+    assert response.status_code == 200, response.text
+    return response.json()["access_token"]
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def admin_token(client: TestClient) -> str:
+    return login(client, *ADMIN)
+
+
+@pytest.fixture
+def seller_token(client: TestClient, admin_token: str) -> str:
+    response = client.post(
+        "/register",
+        json={"username": SELLER[0], "password": SELLER[1], "role": "seller"},
+        headers=bearer(admin_token),
+    )
+    assert response.status_code == 201, response.text
+    return login(client, *SELLER)
