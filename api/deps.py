@@ -32,7 +32,8 @@ SessionDep = Annotated[Session, Depends(get_session)]
 TokenDep = Annotated[str | None, Depends(oauth2_scheme)]
 
 
-def get_current_user(request: Request, session: SessionDep, settings: SettingsDep, token: TokenDep) -> User:
+def authenticate(token: str | None, *, session: Session, settings: Settings) -> User:
+    """The active user a bearer token belongs to; 401/403 HTTPException otherwise."""
     if not token:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "Not authenticated", headers=UNAUTHORIZED_HEADERS)
     try:
@@ -46,6 +47,11 @@ def get_current_user(request: Request, session: SessionDep, settings: SettingsDe
         )
     if not user.is_active:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "Inactive user")
+    return user
+
+
+def get_current_user(request: Request, session: SessionDep, settings: SettingsDep, token: TokenDep) -> User:
+    user = authenticate(token, session=session, settings=settings)
     request.state.user_id = user.id
     return user
 

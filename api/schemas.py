@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -44,3 +44,65 @@ class UserOut(BaseModel):
 
 class Message(BaseModel):
     detail: str
+
+
+class LogOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    request_id: str
+    user_id: int | None
+    username: str | None = None
+    created_at: datetime
+    inputs: dict
+    model_kind: str | None
+    model_version: str | None
+    predictions: list
+    top_prdtypecode: int | None
+    top_probability: float | None
+    suggestion_size: int | None
+    latency_ms: float | None
+    outcome: str
+    status_code: int
+    error: str | None
+
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    total: int
+    offset: int
+    limit: int
+
+
+LabelStatus = Literal["unverified", "verified", "quarantined"]
+
+
+class ProductOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    product_id: str
+    designation: str
+    description: str
+    image_ref: str | None
+    prdtypecode: int
+    source: str
+    label_status: LabelStatus
+    quarantine_reason: str | None
+    request_id: str | None
+    created_by: int | None
+    created_at: datetime
+
+
+class ProductUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    label_status: LabelStatus
+    reason: str | None = Field(default=None, max_length=2000)
+
+
+class CategoryOut(BaseModel):
+    prdtypecode: int
+    category: str

@@ -154,10 +154,13 @@ def read_challenge_rows(folder: Path) -> list[dict[str, str]]:
     for path in (x_path, y_path):
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found: not a challenge-layout folder")
-    with y_path.open(newline="", encoding="utf-8") as handle:
-        labels = {row[""] if "" in row else row[next(iter(row))]: row["prdtypecode"] for row in csv.DictReader(handle)}
+    with y_path.open(newline="", encoding="utf-8-sig") as handle:
+        labels = {
+            row[""] if "" in row else row[next(iter(row))]: row["prdtypecode"]
+            for row in csv.DictReader(handle)
+        }
     rows: list[dict[str, str]] = []
-    with x_path.open(newline="", encoding="utf-8") as handle:
+    with x_path.open(newline="", encoding="utf-8-sig") as handle:
         for row in csv.DictReader(handle):
             index = row.get("") if "" in row else row.get("Unnamed: 0", "")
             row["index"] = index or ""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -130,6 +131,31 @@ class LocalBlobStore(BlobStore):
             Path(tmp).unlink(missing_ok=True)
         return True
 
+    def put_file(self, key: str, path: Path) -> None:
+        target = self._path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        os.close(fd)
+        try:
+            shutil.copyfile(path, tmp)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def get_file(self, key: str, path: Path) -> None:
+        source = self._path(key)
+        if not source.is_file():
+            raise BlobNotFoundError(key)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".part")
+        try:
+            shutil.copyfile(source, tmp)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
     def get(self, key: str) -> bytes:
         try:
             return self._path(key).read_bytes()
@@ -205,7 +231,8 @@ class S3BlobStore(BlobStore):
             for chunk in body.iter_chunks(chunk_size=_CHUNK):
                 sink.write(chunk)
             return b""
-        except (BotoCoreError, HTTPError, OSError) as exc:
+        except (BotoCoreError, HTTPError) as exc:
+            # Only network failures: an OSError writing to `sink` (disk full) is not the store's.
             raise BlobStoreUnavailableError(f"{self.uri}: reading {key}: {exc}") from exc
         finally:
             body.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, text
@@ -24,12 +25,19 @@ def _reset_postgres(url: str) -> None:
     engine.dispose()
 
 
-@pytest.fixture
-def database_url(tmp_path) -> str:
-    """URL of an empty database migrated to head."""
-    url = os.environ.get("TEST_DATABASE_URL") or f"sqlite:///{tmp_path / 'test.db'}"
-    if url.startswith("postgresql"):
+def _backends() -> list[str]:
+    # SQLite always; Postgres too when TEST_DATABASE_URL names one (as .ci/run does).
+    return ["sqlite", "postgres"] if os.environ.get("TEST_DATABASE_URL") else ["sqlite"]
+
+
+@pytest.fixture(params=_backends())
+def database_url(request, tmp_path) -> str:
+    """URL of an empty database migrated to head, on each configured backend."""
+    if request.param == "postgres":
+        url = os.environ["TEST_DATABASE_URL"]
         _reset_postgres(url)
+    else:
+        url = f"sqlite:///{tmp_path / 'test.db'}"
     migrate.upgrade(url)
     return url
 
@@ -50,3 +58,21 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
 def session(session_factory: sessionmaker[Session]) -> Iterator[Session]:
     with session_factory() as s:
         yield s
+
+
+@pytest.fixture(scope="session")
+def synthetic_catalogue(tmp_path_factory) -> Path:
+    """A small synthetic catalogue in the challenge layout (generated once per session)."""
+    from models.synthetic import generate_catalogue
+
+    return generate_catalogue(tmp_path_factory.mktemp("catalogue") / "synthetic", n_products=900, seed=7)
+
+
+@pytest.fixture(scope="session")
+def quick_bundle(tmp_path_factory, synthetic_catalogue: Path) -> Path:
+    """A model bundle trained with --quick on the synthetic catalogue (once per session)."""
+    from models.data import load_challenge_folder
+    from models.train import train
+
+    out = tmp_path_factory.mktemp("bundle") / "bundle"
+    return train([load_challenge_folder(synthetic_catalogue)], out, seed=0, quick=True)

@@ -59,3 +59,17 @@ def seller_token(client: TestClient, admin_token: str) -> str:
     )
     assert response.status_code == 201, response.text
     return login(client, *SELLER)
+
+
+@pytest.fixture
+def seller_token_factory():
+    """Register seller1 through a given client and return its token."""
+
+    def make(client: TestClient) -> str:
+        admin = login(client, *ADMIN)
+        client.post(
+            "/register", json={"username": SELLER[0], "password": SELLER[1]}, headers=bearer(admin)
+        )
+        return login(client, *SELLER)
+
+    return make

@@ -221,8 +221,9 @@ def test_admin_lists_users_with_pagination(client, admin_token, seller_token):
     assert client.get("/users?limit=0", headers=bearer(admin_token)).status_code == 422
 
 
-def test_health_and_ready_answer_json(client):
+def test_health_answers_and_ready_says_no_model_is_loaded_yet(client):
     assert client.get("/health").json() == {"status": "ok"}
     ready = client.get("/ready")
-    assert ready.status_code == 200
+    assert ready.status_code == 503
     assert ready.json()["database"] == "ok"
+    assert ready.json()["model"]["version"] is None

@@ -1,0 +1,61 @@
+"""Model versions: what the store holds, what is in production, what this API serves."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request, status
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, ConfigDict
+
+from api.deps import AdminUser, CurrentUser
+from api.model_manager import ReloadError
+
+router = APIRouter(prefix="/models", tags=["models"])
+logger = logging.getLogger(__name__)
+
+
+class ReloadRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: str | None = None
+
+
+@router.get("")
+async def list_models(request: Request, _user: CurrentUser) -> dict[str, Any]:
+    """Versions in the model store, the production one, and the one this API has loaded."""
+    state = request.app.state
+
+    def read_store() -> dict[str, Any]:
+        store = state.model_store
+        try:
+            versions = [v.to_dict() for v in store.list_versions()]
+            production = store.production()
+            reachable = True
+        except Exception as exc:  # the store being down must not break this page
+            logger.warning("model store unreachable: %s", exc)
+            versions, production, reachable = [], None, False
+        return {"store": store.uri, "store_reachable": reachable, "versions": versions, "production": production}
+
+    result = await run_in_threadpool(read_store)
+    result["loaded"] = state.models.status()
+    return result
+
+
+@router.post("/reload")
+async def reload_model(request: Request, _admin: AdminUser, body: ReloadRequest | None = None) -> dict[str, Any]:
+    """Load the production version (or a given one) now, checked before the swap (admins only)."""
+    manager = request.app.state.models
+    try:
+        result = await run_in_threadpool(manager.reload, body.version if body else None)
+    except ReloadError as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"{exc}; still serving {manager.status()['version']}") from exc
+    except ValueError as exc:  # a malformed version id
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
+    return {
+        "changed": result.changed,
+        "version": result.version,
+        "previous": result.previous,
+        "detail": result.detail,
+    }

@@ -1,0 +1,175 @@
+"""The labelled product database: sellers submit confirmed products, admins curate them."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, ConfigDict, Field
+
+from api.deps import AdminUser, CurrentUser, SessionDep
+from api.inputs import InputError, check_text_length, decode_checked_image, read_fields
+from api.schemas import CategoryOut, LabelStatus, Page, ProductOut, ProductUpdate
+from db import products
+from models.preprocessing import combine_text
+
+router = APIRouter(tags=["products"])
+REQUEST_ID = re.compile(r"^[A-Za-z0-9-]{1,36}$")
+
+
+class ProductJSON(BaseModel):
+    """A product a seller confirms: its text and/or image and the category finally chosen."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    designation: str | None = None
+    description: str | None = None
+    image_base64: str | None = None
+    prdtypecode: int
+    request_id: str | None = Field(default=None, description="The /predict request this product answers")
+
+
+@router.get("/categories", response_model=list[CategoryOut])
+def list_categories(request: Request, session: SessionDep) -> list[CategoryOut]:
+    """The product types and their names (the category mapper)."""
+    return [CategoryOut(prdtypecode=c, category=n) for c, n in products.list_categories(session=session).items()]
+
+
+@router.post(
+    "/products",
+    response_model=ProductOut,
+    status_code=status.HTTP_201_CREATED,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": ProductJSON.model_json_schema()},
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["prdtypecode"],
+                        "properties": {
+                            "designation": {"type": "string"},
+                            "description": {"type": "string"},
+                            "image": {"type": "string", "format": "binary"},
+                            "prdtypecode": {"type": "integer"},
+                            "request_id": {"type": "string"},
+                        },
+                    }
+                },
+            },
+        }
+    },
+)
+async def submit_product(request: Request, user: CurrentUser) -> ProductOut:
+    """Store a labelled product for retraining (status "unverified")."""
+    state = request.app.state
+    try:
+        _, fields = await read_fields(
+            request, state.settings, ProductJSON, {"designation", "description", "image", "prdtypecode", "request_id"}
+        )
+        designation, description = fields.get("designation") or "", fields.get("description") or ""
+        check_text_length("designation", designation, state.settings)
+        check_text_length("description", description, state.settings)
+        try:
+            prdtypecode = int(fields.get("prdtypecode"))
+        except (TypeError, ValueError) as exc:
+            raise InputError(422, "prdtypecode is required and must be an integer") from exc
+        if prdtypecode not in state.categories:
+            raise InputError(422, f"Unknown prdtypecode {prdtypecode}; see GET /categories")
+        request_id = fields.get("request_id") or None
+        if request_id is not None and not REQUEST_ID.match(request_id):
+            raise InputError(422, "request_id must be the request_id a /predict answer returned")
+        image_bytes = fields.get("image_bytes")
+        if image_bytes is not None:
+            decode_checked_image(image_bytes, state.settings)  # refuse what could not be trained on
+        if not combine_text(designation, description) and image_bytes is None:
+            raise InputError(422, "A product needs a designation, a description or an image")
+    except InputError as exc:
+        raise HTTPException(exc.status_code, exc.detail) from exc
+
+    def store() -> ProductOut:
+        image_ref = None
+        if image_bytes is not None:
+            image_ref = state.image_store.put_content_addressed(image_bytes, suffix=".jpg", namespace="products")
+        with state.session_factory() as session:
+            product = products.create_product(
+                session=session,
+                product_id=f"seller-{uuid.uuid4().hex}",
+                designation=designation,
+                description=description,
+                image_ref=image_ref,
+                prdtypecode=prdtypecode,
+                source="seller",
+                label_status="unverified",
+                request_id=request_id,
+                created_by=user.id,
+            )
+            return ProductOut.model_validate(product)
+
+    return await run_in_threadpool(store)
+
+
+@router.get("/products", response_model=Page[ProductOut])
+def list_products(
+    session: SessionDep,
+    _admin: AdminUser,
+    label_status: LabelStatus | None = None,
+    source: str | None = None,
+    prdtypecode: int | None = None,
+    created_by: int | None = None,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> Page[ProductOut]:
+    """Products of the database, newest first (admins only)."""
+    total, rows = products.list_products(
+        session=session,
+        label_status=label_status,
+        source=source,
+        prdtypecode=prdtypecode,
+        created_by=created_by,
+        offset=offset,
+        limit=limit,
+    )
+    return Page[ProductOut](items=[ProductOut.model_validate(p) for p in rows], total=total, offset=offset, limit=limit)
+
+
+def _get_or_404(session, product_id: int):  # type: ignore[no-untyped-def]
+    product = products.get_product(session=session, id=product_id)
+    if product is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "Product not found")
+    return product
+
+
+@router.get("/products/{product_id}", response_model=ProductOut)
+def read_product(product_id: int, session: SessionDep, _admin: AdminUser) -> ProductOut:
+    """One product (admins only)."""
+    return ProductOut.model_validate(_get_or_404(session, product_id))
+
+
+@router.get("/products/{product_id}/image", responses={200: {"content": {"image/*": {}}}})
+def read_product_image(product_id: int, request: Request, session: SessionDep, _admin: AdminUser) -> Response:
+    """The product's stored image (admins only)."""
+    product = _get_or_404(session, product_id)
+    if not product.image_ref:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "This product has no image")
+    return Response(request.app.state.image_store.get(product.image_ref), media_type="image/jpeg")
+
+
+@router.patch("/products/{product_id}", response_model=ProductOut)
+def update_product(product_id: int, body: ProductUpdate, session: SessionDep, _admin: AdminUser) -> ProductOut:
+    """Verify or quarantine a product (admins only)."""
+    product = _get_or_404(session, product_id)
+    return ProductOut.model_validate(
+        products.set_label_status(session=session, product=product, label_status=body.label_status, reason=body.reason)
+    )
+
+
+@router.delete("/products/{product_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_product(product_id: int, session: SessionDep, _admin: AdminUser) -> Response:
+    """Delete a product (admins only)."""
+    products.delete_product(session=session, product=_get_or_404(session, product_id))
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

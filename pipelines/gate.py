@@ -1,0 +1,201 @@
+"""The promotion gate: does a candidate model beat the production one enough to replace it?
+
+Both inputs are evaluate-schema dicts (`{"text"|"image"|"fusion": {n, weighted_f1,
+per_class_recall, ...}}`) computed on the SAME evaluation set. The gating metric is weighted F1:
+
+1. the n-weighted mean weighted F1 over the model kinds evaluated (n > 0) must beat
+   production's by more than `min_improvement`;
+2. no kind may lose more than `max_kind_drop` weighted F1 (a better fusion model must not
+   hide a broken text model that the API also serves);
+3. no class may lose more than `max_recall_drop` recall in any kind (a small global gain must
+   not hide a category that sellers can no longer get).
+
+Without a production model the candidate is promoted.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+DEFAULT_MAX_KIND_DROP = 0.01
+
+
+@dataclass(frozen=True)
+class KindComparison:
+    kind: str
+    n: int
+    candidate: float
+    production: float
+
+    @property
+    def delta(self) -> float:
+        return self.candidate - self.production
+
+
+@dataclass(frozen=True)
+class RecallDrop:
+    kind: str
+    label: str
+    candidate: float
+    production: float
+
+    @property
+    def drop(self) -> float:
+        return self.production - self.candidate
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    """The gate's verdict and every figure it compared."""
+
+    promote: bool
+    reason: str
+    candidate_score: float | None
+    production_score: float | None
+    min_improvement: float
+    max_recall_drop: float
+    max_kind_drop: float
+    kinds: tuple[KindComparison, ...] = ()
+    recall_drops: tuple[RecallDrop, ...] = field(default=())
+
+    @property
+    def improvement(self) -> float | None:
+        if self.candidate_score is None or self.production_score is None:
+            return None
+        return self.candidate_score - self.production_score
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready record (for the model versions table and the DAG's logs)."""
+        data = asdict(self)
+        data["improvement"] = self.improvement
+        data["kinds"] = [{**asdict(k), "delta": k.delta} for k in self.kinds]
+        data["recall_drops"] = [{**asdict(r), "drop": r.drop} for r in self.recall_drops]
+        return data
+
+
+def _evaluated_kinds(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {
+        kind: figures
+        for kind, figures in metrics.items()
+        if isinstance(figures, dict) and (figures.get("n") or 0) > 0
+    }
+
+
+def _weighted_score(kinds: tuple[KindComparison, ...], side: str) -> float:
+    total = sum(k.n for k in kinds)
+    return sum(k.n * getattr(k, side) for k in kinds) / total
+
+
+def _recall(value: Any) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return None if math.isnan(value) else value
+
+
+def decide(
+    candidate: dict[str, Any],
+    production: dict[str, Any] | None,
+    *,
+    min_improvement: float,
+    max_recall_drop: float,
+    max_kind_drop: float = DEFAULT_MAX_KIND_DROP,
+) -> GateDecision:
+    """Decide whether to promote `candidate` over `production`.
+
+    Args:
+        candidate: the candidate's metrics on the evaluation set.
+        production: the production model's metrics on the same set, or None if there is none.
+        min_improvement: how much the n-weighted mean weighted F1 must exceed production's by.
+        max_recall_drop: the largest recall loss tolerated for any class of any kind.
+        max_kind_drop: the largest weighted F1 loss tolerated for any single kind.
+
+    Returns:
+        The decision with the figures compared.
+
+    Raises:
+        ValueError: the two were not evaluated on the same set (different n for a kind).
+    """
+    limits = {
+        "min_improvement": min_improvement,
+        "max_recall_drop": max_recall_drop,
+        "max_kind_drop": max_kind_drop,
+    }
+    cand_kinds = _evaluated_kinds(candidate)
+    if not cand_kinds:
+        return GateDecision(False, "the candidate has no evaluated model kind (n > 0)", None, None, **limits)
+    if production is None:
+        score = sum(f["n"] * float(f["weighted_f1"]) for f in cand_kinds.values()) / sum(
+            f["n"] for f in cand_kinds.values()
+        )
+        return GateDecision(True, "no production model: the candidate is promoted", score, None, **limits)
+
+    prod_kinds = _evaluated_kinds(production)
+    missing = sorted(set(prod_kinds) - set(cand_kinds))
+    if missing:
+        return GateDecision(
+            False,
+            f"the candidate lacks model kinds that production has: {', '.join(missing)}",
+            None,
+            None,
+            **limits,
+        )
+    common = sorted(set(cand_kinds) & set(prod_kinds))
+    if not common:
+        return GateDecision(
+            False, "no model kind evaluated for both candidate and production", None, None, **limits
+        )
+    for kind in common:
+        if cand_kinds[kind]["n"] != prod_kinds[kind]["n"]:
+            raise ValueError(
+                f"{kind}: candidate evaluated on {cand_kinds[kind]['n']} items, production on "
+                f"{prod_kinds[kind]['n']}: the gate needs both on the same evaluation set"
+            )
+
+    kinds = tuple(
+        KindComparison(
+            kind=kind,
+            n=int(cand_kinds[kind]["n"]),
+            candidate=float(cand_kinds[kind]["weighted_f1"]),
+            production=float(prod_kinds[kind]["weighted_f1"]),
+        )
+        for kind in common
+    )
+    drops = []
+    for kind in common:
+        cand_recall = cand_kinds[kind].get("per_class_recall") or {}
+        for label, prod_value in (prod_kinds[kind].get("per_class_recall") or {}).items():
+            before = _recall(prod_value)
+            if before is None:
+                continue
+            # A class the candidate no longer reports is a class it no longer finds.
+            after = _recall(cand_recall.get(label)) or 0.0
+            if before - after > max_recall_drop:
+                drops.append(RecallDrop(kind=kind, label=str(label), candidate=after, production=before))
+    drops.sort(key=lambda r: r.drop, reverse=True)
+
+    cand_score, prod_score = _weighted_score(kinds, "candidate"), _weighted_score(kinds, "production")
+    figures = {"candidate_score": cand_score, "production_score": prod_score, "kinds": kinds, **limits}
+    improvement = cand_score - prod_score
+    worse = [k for k in kinds if -k.delta > max_kind_drop]
+    if improvement <= min_improvement:
+        reason = (
+            f"weighted F1 {cand_score:.4f} vs production {prod_score:.4f}: improvement {improvement:+.4f} "
+            f"is not above the required {min_improvement:+.4f}"
+        )
+        return GateDecision(False, reason, recall_drops=tuple(drops), **figures)
+    if worse:
+        detail = ", ".join(f"{k.kind} {k.delta:+.4f}" for k in worse)
+        reason = f"a model kind got worse by more than {max_kind_drop:.4f} weighted F1: {detail}"
+        return GateDecision(False, reason, recall_drops=tuple(drops), **figures)
+    if drops:
+        detail = ", ".join(f"{r.kind}/{r.label} {r.production:.2f}→{r.candidate:.2f}" for r in drops[:5])
+        reason = f"{len(drops)} class recall(s) fell by more than {max_recall_drop:.2f}: {detail}"
+        return GateDecision(False, reason, recall_drops=tuple(drops), **figures)
+    reason = (
+        f"weighted F1 {cand_score:.4f} vs production {prod_score:.4f} ({improvement:+.4f}), "
+        "no kind or class recall degraded beyond tolerance"
+    )
+    return GateDecision(True, reason, **figures)

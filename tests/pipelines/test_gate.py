@@ -1,0 +1,163 @@
+"""The promotion gate's decisions on evaluate-schema metrics."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from pipelines.gate import decide
+
+LABELS = ["10", "40", "50", "2583"]
+LIMITS = {"min_improvement": 0.0, "max_recall_drop": 0.10}
+
+
+def kind(weighted_f1: float, n: int = 1000, recall: dict[str, float] | None = None) -> dict[str, Any]:
+    return {
+        "n": n,
+        "accuracy": weighted_f1,
+        "weighted_f1": weighted_f1,
+        "macro_f1": weighted_f1,
+        "top3": 0.95,
+        "top5": 0.98,
+        "per_class_recall": recall if recall is not None else dict.fromkeys(LABELS, weighted_f1),
+    }
+
+
+def metrics(text: float, image: float, fusion: float, **recalls: dict[str, float]) -> dict[str, Any]:
+    """Weighted F1 per kind; `fusion_recall=...` (etc.) overrides that kind's per-class recall."""
+    return {
+        "text": kind(text, recall=recalls.get("text_recall")),
+        "image": kind(image, recall=recalls.get("image_recall")),
+        "fusion": kind(fusion, recall=recalls.get("fusion_recall")),
+    }
+
+
+PRODUCTION = metrics(0.78, 0.60, 0.82)
+
+
+def test_a_better_candidate_is_promoted():
+    decision = decide(metrics(0.80, 0.62, 0.85), PRODUCTION, **LIMITS)
+
+    assert decision.promote is True
+    assert decision.candidate_score == pytest.approx((0.80 + 0.62 + 0.85) / 3)
+    assert decision.production_score == pytest.approx((0.78 + 0.60 + 0.82) / 3)
+    assert decision.improvement == pytest.approx(0.07 / 3)
+    assert [k.kind for k in decision.kinds] == ["fusion", "image", "text"]
+
+
+def test_a_worse_candidate_is_refused():
+    decision = decide(metrics(0.76, 0.58, 0.80), PRODUCTION, **LIMITS)
+
+    assert decision.promote is False
+    assert "not above" in decision.reason
+
+
+def test_an_equal_candidate_is_refused():
+    assert decide(PRODUCTION, PRODUCTION, **LIMITS).promote is False
+
+
+def test_a_gain_within_the_required_margin_is_refused_and_above_it_promoted():
+    slightly_better = metrics(0.785, 0.605, 0.825)  # +0.005 on every kind
+
+    assert decide(slightly_better, PRODUCTION, min_improvement=0.01, max_recall_drop=0.10).promote is False
+    assert decide(slightly_better, PRODUCTION, min_improvement=0.001, max_recall_drop=0.10).promote is True
+
+
+def test_the_mean_is_weighted_by_the_number_of_evaluated_items():
+    production = {"text": kind(0.80, n=900), "image": kind(0.50, n=100)}
+    # Image gains a lot on few items, text loses a little on many: worse overall.
+    candidate = {"text": kind(0.79, n=900), "image": kind(0.58, n=100)}
+
+    decision = decide(candidate, production, **LIMITS, max_kind_drop=0.05)
+
+    assert decision.candidate_score == pytest.approx(0.769)
+    assert decision.production_score == pytest.approx(0.770)
+    assert decision.promote is False
+
+
+def test_a_kind_getting_worse_beyond_tolerance_is_refused_despite_a_better_mean():
+    decision = decide(metrics(0.70, 0.75, 0.90), PRODUCTION, **LIMITS)
+
+    assert decision.improvement > 0
+    assert decision.promote is False
+    assert "text" in decision.reason
+
+
+def test_a_collapsing_class_recall_is_refused_despite_a_better_mean():
+    collapsed = dict.fromkeys(LABELS, 0.90) | {"2583": 0.40}
+    candidate = metrics(0.80, 0.62, 0.86, fusion_recall=collapsed)
+
+    decision = decide(candidate, PRODUCTION, **LIMITS)
+
+    assert decision.improvement > 0
+    assert decision.promote is False
+    assert [(r.kind, r.label) for r in decision.recall_drops] == [("fusion", "2583")]
+    assert decision.recall_drops[0].drop == pytest.approx(0.42)
+    assert "2583" in decision.reason
+
+
+def test_a_class_the_candidate_no_longer_reports_counts_as_lost():
+    recall = {label: 0.95 for label in LABELS if label != "50"}
+    decision = decide(metrics(0.80, 0.62, 0.86, text_recall=recall), PRODUCTION, **LIMITS)
+
+    assert decision.promote is False
+    assert [(r.kind, r.label, r.candidate) for r in decision.recall_drops] == [("text", "50", 0.0)]
+
+
+def test_a_small_recall_drop_within_the_limit_is_accepted():
+    wobbly = dict.fromkeys(LABELS, 0.90) | {"40": 0.75}  # production has 0.82: -0.07
+    decision = decide(metrics(0.80, 0.62, 0.85, fusion_recall=wobbly), PRODUCTION, **LIMITS)
+
+    assert decision.promote is True
+    assert decision.recall_drops == ()
+
+
+def test_without_production_the_candidate_is_promoted():
+    decision = decide(metrics(0.50, 0.40, 0.55), None, **LIMITS)
+
+    assert decision.promote is True
+    assert decision.production_score is None
+    assert "no production" in decision.reason
+
+
+def test_kinds_without_evaluated_items_are_left_out():
+    candidate = {"text": kind(0.80), "image": kind(0.0, n=0), "fusion": kind(0.85)}
+    production = {"text": kind(0.78), "image": kind(0.0, n=0), "fusion": kind(0.82)}
+
+    decision = decide(candidate, production, **LIMITS)
+
+    assert [k.kind for k in decision.kinds] == ["fusion", "text"]
+    assert decision.promote is True
+
+
+def test_a_candidate_missing_a_kind_that_production_serves_is_refused():
+    candidate = {"text": kind(0.90), "fusion": kind(0.95)}
+
+    decision = decide(candidate, PRODUCTION, **LIMITS)
+
+    assert decision.promote is False
+    assert "image" in decision.reason
+
+
+def test_metrics_from_different_evaluation_sets_are_rejected_as_an_error():
+    candidate = metrics(0.80, 0.62, 0.85)
+    candidate["text"]["n"] = 999
+
+    with pytest.raises(ValueError, match="same evaluation set"):
+        decide(candidate, PRODUCTION, **LIMITS)
+
+
+def test_the_decision_records_as_json_with_every_figure_compared():
+    collapsed = dict.fromkeys(LABELS, 0.90) | {"10": 0.10}
+    decision = decide(metrics(0.80, 0.62, 0.86, fusion_recall=collapsed), PRODUCTION, **LIMITS)
+
+    record = json.loads(json.dumps(decision.as_dict()))
+
+    assert record["promote"] is False
+    assert record["reason"] == decision.reason
+    assert record["improvement"] == pytest.approx(decision.improvement)
+    assert record["max_recall_drop"] == 0.10
+    assert {k["kind"]: k["delta"] for k in record["kinds"]}["fusion"] == pytest.approx(0.04)
+    assert record["recall_drops"][0]["label"] == "10"
