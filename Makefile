@@ -7,7 +7,7 @@ PORT ?= 8000
 export PYTHONPATH := $(CURDIR)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: help venv run serve migrate test test-fast lint format clean
+.PHONY: help venv run serve bench migrate test lint format clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -24,7 +24,15 @@ migrate: venv  ## Apply the database migrations
 	$(PY) -m db.migrate upgrade
 
 run: migrate  ## Bootstrap the embedded default if needed, then serve on http://127.0.0.1:$(PORT)
+	$(PY) -m pipelines.bootstrap
 	PORT=$(PORT) $(PY) -m api
+
+serve: migrate  ## Serve without the bootstrap step
+	PORT=$(PORT) $(PY) -m api
+
+bench:  venv ## Serving and accuracy benchmarks (figures in docs/performance.md and docs/models.md)
+	$(PY) -m benchmarks.serve
+	$(PY) -m benchmarks.accuracy
 
 test: venv  ## Lint, then run the whole test suite
 	$(VENV)/bin/ruff check .

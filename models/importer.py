@@ -31,7 +31,7 @@ import logging
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -130,10 +130,23 @@ class ImportReport:
 
 
 @dataclass
-class _Candidate:
-    """A row that passed validation, ready to be compared with the table."""
+class _Checked:
+    """A row that passed the checks that need no image: its image is still to be verified."""
 
     row: int
+    index: str
+    product_id: str
+    designation: str
+    description: str
+    prdtypecode: int
+    has_text: bool
+    image_path: Path | None
+
+
+@dataclass
+class _Candidate:
+    """A row ready to be compared with the table."""
+
     product_id: str
     designation: str
     description: str
@@ -150,6 +163,7 @@ def import_folder(
     label_status: str = "verified",
     progress: bool = True,
     batch_size: int = BATCH_SIZE,
+    workers: int = 4,
     max_image_pixels: int = 40_000_000,
 ) -> ImportReport:
     """Load a challenge-layout folder into the products table and the image store.
@@ -162,13 +176,14 @@ def import_folder(
         label_status: `verified` or `unverified`, for the rows written.
         progress: Show a progress bar on stderr.
         batch_size: Rows per transaction.
+        workers: Threads that verify and store images (decoding and I/O release the GIL).
         max_image_pixels: Images with more pixels are rejected (decompression bombs).
 
     Returns:
         The report; `inserted + updated + unchanged + rejected == total_rows`.
 
     Raises:
-        ChallengeLayoutError: The folder lacks the X or Y file or one of their columns.
+        ChallengeLayoutError: The folder lacks the X or Y file, its index column or a column.
     """
     if label_status not in LABEL_STATUSES or label_status == "quarantined":
         raise ValueError(f"label_status must be 'verified' or 'unverified', not {label_status!r}")
@@ -181,21 +196,42 @@ def import_folder(
         known_codes = set(session.scalars(select(Category.prdtypecode)))
     first_row: dict[str, int] = {}
 
+    def store_image(checked: _Checked) -> tuple[str | None, str]:
+        if checked.image_path is None:
+            return None, ""
+        return _store_image(checked.image_path, image_store, max_image_pixels)
+
     bar = tqdm(total=len(rows), desc="import", unit="row", file=sys.stderr, disable=not progress)
     try:
-        for start, batch in _batches(rows, batch_size):
-            candidates: list[_Candidate] = []
-            for offset, raw in enumerate(batch):
-                position = start + offset
-                candidate = _validate(
-                    position, raw, image_dir, image_store, known_codes, first_row, report, max_image_pixels
-                )
-                if candidate is not None:
-                    candidates.append(candidate)
-            _write_batch(candidates, session_factory, source, label_status, report)
-            bar.update(len(batch))
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            for start in range(0, len(rows), batch_size):
+                batch = rows[start : start + batch_size]
+                checked: list[_Checked] = []
+                for position, raw in enumerate(batch, start):
+                    outcome = _check_row(position, raw, image_dir, known_codes, first_row)
+                    if isinstance(outcome, Rejection):
+                        report.rejected_rows.append(outcome)
+                    else:
+                        checked.append(outcome)
+                candidates: list[_Candidate] = []
+                for row, (image_ref, error) in zip(checked, pool.map(store_image, checked), strict=True):
+                    if error:
+                        rejection = Rejection(row.row, row.index, row.product_id, UNDECODABLE_IMAGE, error)
+                        if not row.has_text:
+                            rejection.detail += " (and no text)"
+                            report.rejected_rows.append(rejection)
+                            continue
+                        report.rejected_images.append(rejection)
+                    candidates.append(
+                        _Candidate(
+                            row.product_id, row.designation, row.description, row.prdtypecode, image_ref
+                        )
+                    )
+                _write_batch(candidates, session_factory, source, label_status, report)
+                bar.update(len(batch))
     finally:
         bar.close()
+    report.rejected_rows.sort(key=lambda r: r.row)
     report.seconds = time.perf_counter() - started
     logger.info(
         "imported %s: %d inserted, %d updated, %d unchanged, %d rejected in %.1f s",
@@ -224,74 +260,53 @@ def _read_rows(folder: Path) -> list[dict[str, str]]:
     return read_challenge_rows(folder)
 
 
-def _batches(rows: Sequence[dict[str, str]], size: int) -> Iterator[tuple[int, Sequence[dict[str, str]]]]:
-    for start in range(0, len(rows), size):
-        yield start, rows[start : start + size]
-
-
-def _validate(
-    position: int,
-    raw: dict[str, str],
-    image_dir: Path,
-    image_store: BlobStore,
-    known_codes: set[int],
-    first_row: dict[str, int],
-    report: ImportReport,
-    max_image_pixels: int,
-) -> _Candidate | None:
-    """A candidate for the table, or None after recording why the row is rejected."""
+def _check_row(
+    position: int, raw: dict[str, str], image_dir: Path, known_codes: set[int], first_row: dict[str, int]
+) -> _Checked | Rejection:
+    """The row's fields, or why it is rejected (every check but the image's)."""
     index = raw.get("index") or ""
     product_id = (raw.get("productid") or "").strip()
 
-    def reject(reason: str, detail: str) -> None:
-        report.rejected_rows.append(Rejection(position, index, product_id, reason, detail))
+    def reject(reason: str, detail: str) -> Rejection:
+        return Rejection(position, index, product_id, reason, detail)
 
     if not product_id:
-        reject(MISSING_PRODUCT_ID, "the productid column is empty")
-        return None
+        return reject(MISSING_PRODUCT_ID, "the productid column is empty")
     if len(product_id) > MAX_PRODUCT_ID_CHARS:
-        reject(INVALID_PRODUCT_ID, f"product id longer than {MAX_PRODUCT_ID_CHARS} characters")
-        return None
+        return reject(INVALID_PRODUCT_ID, f"product id longer than {MAX_PRODUCT_ID_CHARS} characters")
     if product_id in first_row:
-        reject(DUPLICATE_PRODUCT_ID, f"product id already at row {first_row[product_id]}")
-        return None
+        return reject(DUPLICATE_PRODUCT_ID, f"product id already at row {first_row[product_id]}")
     first_row[product_id] = position
 
     label = (raw.get("prdtypecode") or "").strip()
     if not label:
-        reject(MISSING_LABEL, "no prdtypecode for this index in the Y file")
-        return None
+        return reject(MISSING_LABEL, "no prdtypecode for this index in the Y file")
     code = _parse_code(label)
     if code is None:
-        reject(INVALID_LABEL, f"prdtypecode {label!r} is not an integer")
-        return None
+        return reject(INVALID_LABEL, f"prdtypecode {label!r} is not an integer")
     if code not in known_codes:
-        reject(UNKNOWN_PRDTYPECODE, f"prdtypecode {code} is not a known category")
-        return None
+        return reject(UNKNOWN_PRDTYPECODE, f"prdtypecode {code} is not a known category")
 
     designation = (raw.get("designation") or "").replace("\x00", "")
     description = (raw.get("description") or "").replace("\x00", "")
     has_text = bool(combine_text(designation, description))
-    image_ref: str | None = None
     image_id = (raw.get("imageid") or "").strip()
     image_path = image_dir / image_filename(image_id, product_id) if image_id else None
-    if image_path is not None and image_path.is_file():
-        data = image_path.read_bytes()
-        try:
-            decode_image(data, max_pixels=max_image_pixels)
-        except ImageDecodeError as exc:
-            if not has_text:
-                reject(UNDECODABLE_IMAGE, f"{image_path.name}: {exc} (and no text)")
-                return None
-            report.rejected_images.append(
-                Rejection(position, index, product_id, UNDECODABLE_IMAGE, f"{image_path.name}: {exc}")
-            )
-        else:
-            image_ref = image_store.put_content_addressed(data, suffix=".jpg", namespace=IMAGE_NAMESPACE)
-    if not has_text and image_ref is None:
-        reject(NO_TEXT_NO_IMAGE, "empty designation and description, and no image file")
-        return None
-    return _Candidate(position, product_id, designation, description, code, image_ref)
+    if image_path is not None and not image_path.is_file():
+        image_path = None
+    if not has_text and image_path is None:
+        return reject(NO_TEXT_NO_IMAGE, "empty designation and description, and no image file")
+    return _Checked(position, index, product_id, designation, description, code, has_text, image_path)
+
+
+def _store_image(path: Path, image_store: BlobStore, max_pixels: int) -> tuple[str | None, str]:
+    """Verify that the image decodes and store its original bytes: (key, "") or (None, why not)."""
+    try:
+        data = path.read_bytes()
+        decode_image(data, max_pixels=max_pixels)
+    except (OSError, ImageDecodeError) as exc:
+        return None, f"{path.name}: {exc}"
+    return image_store.put_content_addressed(data, suffix=".jpg", namespace=IMAGE_NAMESPACE), ""
 
 
 def _parse_code(label: str) -> int | None:

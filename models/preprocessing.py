@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import io
+import math
 import re
 import unicodedata
 import warnings
@@ -34,7 +35,8 @@ def clean_text(text: str | None) -> str:
     Case is kept (the models lowercase themselves); the result may be "" for
     HTML-only or whitespace-only input.
     """
-    if not text:
+    # pandas reads an empty CSV cell as NaN (a float), which is as empty as None.
+    if not text or (isinstance(text, float) and math.isnan(text)):
         return ""
     # Twice: sellers' tools often double-escape ("&amp;eacute;").
     text = html.unescape(html.unescape(str(text)))

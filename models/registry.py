@@ -63,21 +63,21 @@ class DatabaseRecordError(RuntimeError):
 # -- database recording ---------------------------------------------------------------------
 
 
-def _session_scope() -> Any:
+def _record(action: str, work: Callable[[Any], None]) -> None:
+    """Run `work(session)` against DATABASE_URL, after the store change it records was made."""
     from config import get_settings
     from db.session import make_engine, make_session_factory, session_scope
 
-    return session_scope(make_session_factory(make_engine(get_settings().DATABASE_URL)))
-
-
-def _record(action: str, work: Callable[[Any], None]) -> None:
+    engine = make_engine(get_settings().DATABASE_URL)
     try:
-        with _session_scope() as session:
+        with session_scope(make_session_factory(engine)) as session:
             work(session)
     except Exception as exc:  # the store change is made: whatever failed, say exactly that
         raise DatabaseRecordError(
             f"{action} done in the store, but recording it in the database failed: {exc}"
         ) from exc
+    finally:
+        engine.dispose()
 
 
 def _record_published(store: ModelStore, version: str) -> None:

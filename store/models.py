@@ -508,7 +508,7 @@ class ModelStore:
             raise NothingToRollBackError(f"no production version in {self.uri}: nothing to roll back")
         if not pointer.history:
             raise NothingToRollBackError(
-                f"{pointer.current.version} is the only version ever promoted in {self.uri}: "
+                f"no version was in production before {pointer.current.version} in {self.uri}: "
                 "nothing to roll back to"
             )
         target = pointer.history[0]

@@ -59,3 +59,37 @@ async def reload_model(request: Request, _admin: AdminUser, body: ReloadRequest 
         "previous": result.previous,
         "detail": result.detail,
     }
+
+
+def _registry_call(request: Request, action: str, version: str | None = None) -> dict[str, Any]:
+    """Promote or roll back in the store (and the versions table), then load the result."""
+    from pipelines.registry_ops import promote_version, rollback_production
+    from store.models import ModelStoreError
+
+    state = request.app.state
+    try:
+        if action == "promote":
+            promotion = promote_version(state.model_store, state.session_factory, version or "", gate={"reason": "manual promotion by an admin"})
+        else:
+            promotion = rollback_production(state.model_store, state.session_factory)
+    except ModelStoreError as exc:
+        code = status.HTTP_404_NOT_FOUND if isinstance(exc, LookupError) else status.HTTP_409_CONFLICT
+        raise HTTPException(code, str(exc)) from exc
+    try:
+        reload = state.models.reload()
+        detail = reload.detail
+    except ReloadError as exc:
+        detail = f"promoted, but this API could not load it: {exc}"
+    return {"production": promotion.version, "action": promotion.action, "loaded": state.models.status(), "detail": detail}
+
+
+@router.post("/{version}/promote")
+async def promote(version: str, request: Request, _admin: AdminUser) -> dict[str, Any]:
+    """Make a published version the production one and load it (admins only)."""
+    return await run_in_threadpool(_registry_call, request, "promote", version)
+
+
+@router.post("/rollback")
+async def rollback(request: Request, _admin: AdminUser) -> dict[str, Any]:
+    """Return production to the previously promoted version and load it (admins only)."""
+    return await run_in_threadpool(_registry_call, request, "rollback")

@@ -122,10 +122,9 @@ def test_the_published_row_keeps_location_and_full_metrics(registry, bundles, da
     with make_session_factory(engine)() as session:
         (row,) = list_model_versions(session=session)
     engine.dispose()
-    assert (
-        row.location == f"{store_env['MODEL_STORE_URI'].rstrip('/')}/versions/{V1}"
-        or row.location.endswith(f"model-store/versions/{V1}")
-    )
+    uri = store_env["MODEL_STORE_URI"]
+    expected_root = uri if uri.startswith("s3://") else str(Path(uri).resolve())
+    assert row.location == f"{expected_root}/versions/{V1}"
     assert row.metrics["fusion"]["per_class_recall"]["2583"] == pytest.approx(0.80)
     assert row.created_at.isoformat().startswith("2026-11-27T09:00:00")
 

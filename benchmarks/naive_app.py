@@ -1,0 +1,53 @@
+"""The naive baseline of benchmarks/serve.py: what the original project did.
+
+A minimal FastAPI app that loads the bundle's `.keras` files and calls `model.predict` per
+request; no auth, no logging. Run: `python -m benchmarks.naive_app BUNDLE_DIR PORT`.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import numpy as np
+import uvicorn
+from fastapi import FastAPI, File, Form, UploadFile
+
+
+def build(bundle: str) -> FastAPI:
+    import json
+    from pathlib import Path
+
+    import keras
+
+    from models.preprocessing import combine_text, load_image
+
+    meta = json.loads((Path(bundle) / "metadata.json").read_text())
+    size = int(meta.get("image_size", 96))
+    text_model = keras.models.load_model(Path(bundle) / "text.keras")
+    image_model = keras.models.load_model(Path(bundle) / "image.keras")
+    fusion_model = keras.models.load_model(Path(bundle) / "fusion.keras")
+    app = FastAPI()
+
+    @app.post("/predict")
+    def predict(
+        designation: Annotated[str, Form()] = "",
+        description: Annotated[str, Form()] = "",
+        image: Annotated[UploadFile | None, File()] = None,
+    ) -> dict:
+        text = combine_text(designation, description)
+        pixels = load_image(image.file.read(), size)[None] if image is not None else None
+        if text and pixels is not None:
+            probs = fusion_model.predict({"text": np.array([text]), "image": pixels}, verbose=0)[0]
+        elif text:
+            probs = text_model.predict({"text": np.array([text])}, verbose=0)[0]
+        else:
+            probs = image_model.predict({"image": pixels}, verbose=0)[0]
+        best = int(np.argmax(probs))
+        return {"prdtypecode": meta["labels"][best], "probability": float(probs[best])}
+
+    return app
+
+
+if __name__ == "__main__":
+    uvicorn.run(build(sys.argv[1]), host="127.0.0.1", port=int(sys.argv[2]), log_level="warning")
