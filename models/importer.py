@@ -50,6 +50,7 @@ logger = logging.getLogger(__name__)
 BATCH_SIZE = 500
 IMAGE_NAMESPACE = "products"
 MAX_PRODUCT_ID_CHARS = 64  # the width of products.product_id
+MAX_SOURCE_CHARS = 32  # the width of products.source
 
 # Stable reason codes (the report and its readers rely on them).
 MISSING_PRODUCT_ID = "missing_product_id"
@@ -92,7 +93,7 @@ class ImportReport:
     inserted: int = 0
     updated: int = 0
     unchanged: int = 0
-    images_stored: int = 0  # rows imported with an image
+    images_stored: int = 0  # rows in the table after the import (new or not) that have an image
     rejected_rows: list[Rejection] = field(default_factory=list)
     rejected_images: list[Rejection] = field(default_factory=list)
     seconds: float = 0.0
@@ -187,6 +188,8 @@ def import_folder(
     """
     if label_status not in LABEL_STATUSES or label_status == "quarantined":
         raise ValueError(f"label_status must be 'verified' or 'unverified', not {label_status!r}")
+    if not source or len(source) > MAX_SOURCE_CHARS:
+        raise ValueError(f"source must have 1 to {MAX_SOURCE_CHARS} characters, not {source!r}")
     started = time.perf_counter()
     folder = Path(folder)
     rows = _read_rows(folder)

@@ -41,7 +41,7 @@ CATEGORIES_FILE = "categories.csv"
 # Bump when the generator changes what a given seed produces.
 GENERATOR_VERSION = 1
 
-# Shares of the per-product modality mix, and of the noise (the real data's rates).
+# Shares of the per-product modality mix and of the noise (about the real data's rates).
 P_TEXT_ONLY = 0.15
 P_IMAGE_ONLY = 0.15
 P_EMPTY_DESCRIPTION = 0.35
@@ -567,7 +567,6 @@ class _Canvas:
 
     def __init__(self, size: int) -> None:
         axis = np.linspace(-1.0, 1.0, size, dtype=np.float32)
-        self.size = size
         self.y, self.x = np.meshgrid(axis, axis, indexing="ij")
 
     def frame(
@@ -623,7 +622,8 @@ def _render_image(canvas: _Canvas, look: _Look, rng: np.random.Generator) -> np.
     # The product itself, possibly cut by the frame.
     _draw_object(canvas, image, look, rng, scale=rng.uniform(0.35, 0.65), spread=0.35)
     # Lighting and sensor noise.
-    image = image * rng.uniform(0.8, 1.1) + rng.normal(0.0, rng.uniform(4.0, 12.0), image.shape)
+    noise = rng.standard_normal(image.shape, dtype=np.float32) * rng.uniform(4.0, 12.0)
+    image = image * rng.uniform(0.8, 1.1) + noise
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
@@ -771,7 +771,9 @@ def _other_code(code: int, rng: np.random.Generator) -> int:
     return others[int(rng.integers(len(others)))]
 
 
-def generate_catalogue(out_dir: Path, *, n_products: int = 1500, seed: int = 0, image_size: int = 96) -> Path:
+def generate_catalogue(
+    out_dir: str | Path, *, n_products: int = 1500, seed: int = 0, image_size: int = 96
+) -> Path:
     """Write a synthetic catalogue in the challenge layout.
 
     Writes `X_train_update.csv`, `Y_train_CVw08PX.csv`, `image_train/*.jpg`, `categories.csv`
@@ -813,13 +815,12 @@ def generate_catalogue(out_dir: Path, *, n_products: int = 1500, seed: int = 0, 
         code = int(labels[i])
         product_id, image_id = str(int(product_ids[i])), str(int(image_ids[i]))
         draw = rng.random()
-        modality = (
-            "text_only"
-            if draw < P_TEXT_ONLY
-            else "image_only"
-            if draw < P_TEXT_ONLY + P_IMAGE_ONLY
-            else "text_and_image"
-        )
+        if draw < P_TEXT_ONLY:
+            modality = "text_only"
+        elif draw < P_TEXT_ONLY + P_IMAGE_ONLY:
+            modality = "image_only"
+        else:
+            modality = "text_and_image"
         modalities[modality] += 1
         vocab = _VOCABULARY[code]
         designation = description = ""
