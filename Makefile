@@ -12,7 +12,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+$(VENV)/.installed: requirements-serve.txt requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
@@ -48,3 +48,36 @@ format: venv  ## Format the code
 
 clean:  ## Remove the virtualenvs and local state (var/)
 	rm -rf $(VENV) var .pytest_cache .ruff_cache
+
+# ---- the compose topology as local processes (scripts/stack.sh; docs/deploy.md) ----------
+.PHONY: stack stack-down stack-retrain stack-status
+
+stack: venv  ## Postgres + S3 (moto) + migrations + bootstrap + API on :8000, in the background
+	PY=$(PY) STACK_PORT=$(PORT) scripts/stack.sh up
+
+stack-down:  ## Stop what `make stack` started
+	PY=$(PY) scripts/stack.sh down
+
+stack-retrain: venv  ## Run the retraining DAG once against the running stack
+	PY=$(PY) scripts/stack.sh retrain
+
+stack-status:  ## What the stack runs, and the API's /ready
+	PY=$(PY) scripts/stack.sh status
+
+# ---- Airflow: its own virtualenv, since Airflow 3.3 pins fastapi below the API's (docs/pipelines.md)
+AIRFLOW_VENV := .venv-airflow
+AIRFLOW_PY := $(AIRFLOW_VENV)/bin/python
+.PHONY: airflow-venv test-airflow
+
+$(AIRFLOW_VENV)/.installed: requirements-airflow.txt requirements-dev.txt
+	@test -x $(AIRFLOW_PY) || $(PYTHON) -m venv $(AIRFLOW_VENV)
+	$(AIRFLOW_PY) -m pip install --quiet --upgrade pip
+	@# The test tools with the API venv's pins: pytest, pytest-timeout, moto.
+	grep -E '^(pytest|pytest-timeout|moto\[server\])==' requirements-dev.txt > $(AIRFLOW_VENV)/requirements-test.txt
+	$(AIRFLOW_PY) -m pip install --quiet -r requirements-airflow.txt -r $(AIRFLOW_VENV)/requirements-test.txt
+	@touch $@
+
+airflow-venv: $(AIRFLOW_VENV)/.installed  ## Create .venv-airflow: Airflow 3 and the pipelines' dependencies
+
+test-airflow: airflow-venv  ## Run the DAG tests (tests/dags) with the Airflow virtualenv
+	$(AIRFLOW_PY) -m pytest tests/dags

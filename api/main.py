@@ -21,7 +21,7 @@ from api.inputs import BodyTooLargeError, max_body_bytes
 from api.log_writer import LogWriter
 from api.metrics import Metrics
 from api.model_manager import LoadedModel, ModelManager
-from api.routes import auth, health, logs, model_versions, predict, products, stats, ui, users
+from api.routes import auth, health, logs, model_versions, monitoring, predict, products, stats, ui, users
 from api.security import hash_password
 from config import Settings, get_settings
 from db.products import list_categories
@@ -151,7 +151,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes(settings))
-    for module in (health, auth, users, predict, logs, products, model_versions, stats, ui):
+    for module in (health, auth, users, predict, logs, products, model_versions, monitoring, stats, ui):
         app.include_router(module.router)
     app.mount("/static", ui.static_files(), name="static")
     return app

@@ -65,6 +65,30 @@ class Settings(BaseSettings):
     MIN_TRAINING_ROWS: int = Field(default=200, ge=1)
     GATE_MIN_IMPROVEMENT: float = 0.0
     GATE_MAX_RECALL_DROP: float = 0.10
+    # Share of products held out for evaluation, chosen by a hash of the product id so that the
+    # same products are held out in every snapshot (candidate and production compared fairly).
+    EVAL_FRACTION: float = Field(default=0.2, gt=0, lt=1)
+    # Decode every product image during validation (the slowest check; off only to debug).
+    VALIDATE_IMAGES: bool = True
+    # The account the retraining DAG signs in with to ask the API to reload (default: the first admin).
+    API_ADMIN_USERNAME: str | None = None
+    API_ADMIN_PASSWORD: str | None = None
+    API_TIMEOUT_SECONDS: float = Field(default=30.0, gt=0)
+    # TRAIN_MODE=docker: the Docker network the training container joins (to reach S3/MinIO).
+    TRAIN_DOCKER_NETWORK: str | None = None
+
+    # Monitoring DAG: a report is flagged when a figure crosses one of these thresholds.
+    MONITOR_TOP_K: int = Field(default=5, ge=1)
+    MONITOR_MIN_REQUESTS: int = Field(default=50, ge=1)  # fewer: drift is not judged
+    MONITOR_MIN_CONFIRMED: int = Field(default=20, ge=1)  # fewer: hit rates are not judged
+    MONITOR_MIN_TOP1_HIT_RATE: float = Field(default=0.60, ge=0, le=1)
+    MONITOR_MIN_TOPK_HIT_RATE: float = Field(default=0.85, ge=0, le=1)
+    MONITOR_MIN_MEAN_CONFIDENCE: float = Field(default=0.40, ge=0, le=1)
+    MONITOR_MAX_CLASS_PSI: float = Field(default=0.20, gt=0)
+    MONITOR_MAX_INPUT_PSI: float = Field(default=0.20, gt=0)
+    MONITOR_MAX_IMAGE_SHARE_DELTA: float = Field(default=0.15, gt=0, le=1)
+    # Trigger the retraining DAG when a report is flagged (off: flags are only reported).
+    MONITOR_TRIGGER_RETRAIN: bool = False
 
     @model_validator(mode="after")
     def _refuse_placeholders_in_production(self) -> Settings:

@@ -99,12 +99,16 @@ def _window(since: datetime, until: datetime) -> list[ColumnElement[bool]]:
     return [PredictionLog.created_at >= since, PredictionLog.created_at < until]
 
 
-def traffic_by_bucket(*, session: Session, since: datetime, until: datetime, bucket_seconds: int) -> list[TrafficPoint]:
+def traffic_by_bucket(
+    *, session: Session, since: datetime, until: datetime, bucket_seconds: int
+) -> list[TrafficPoint]:
     dialect = session.get_bind().dialect.name
     # The width is inlined (a trusted int) so that SELECT and GROUP BY hold the same expression.
     width = literal_column(str(int(bucket_seconds)), Integer)
     bucket = (epoch_seconds(PredictionLog.created_at, dialect) // width) * width
-    series = case((PredictionLog.outcome == "ok", func.coalesce(PredictionLog.model_kind, FAILED)), else_=FAILED)
+    series = case(
+        (PredictionLog.outcome == "ok", func.coalesce(PredictionLog.model_kind, FAILED)), else_=FAILED
+    )
     stmt = (
         select(bucket.label("bucket"), series.label("series"), func.count().label("n"))
         .where(*_window(since, until))
@@ -182,11 +186,16 @@ def class_distribution(*, session: Session, since: datetime, until: datetime) ->
     stmt = (
         select(PredictionLog.top_prdtypecode, Category.name, n)
         .outerjoin(Category, Category.prdtypecode == PredictionLog.top_prdtypecode)
-        .where(*_window(since, until), PredictionLog.outcome == "ok", PredictionLog.top_prdtypecode.is_not(None))
+        .where(
+            *_window(since, until), PredictionLog.outcome == "ok", PredictionLog.top_prdtypecode.is_not(None)
+        )
         .group_by(PredictionLog.top_prdtypecode, Category.name)
         .order_by(n.desc(), PredictionLog.top_prdtypecode)
     )
-    return [ClassCount(prdtypecode=code, category=name or str(code), count=c) for code, name, c in session.execute(stmt)]
+    return [
+        ClassCount(prdtypecode=code, category=name or str(code), count=c)
+        for code, name, c in session.execute(stmt)
+    ]
 
 
 def hit_rates(*, session: Session, since: datetime, until: datetime) -> list[HitRate]:
@@ -214,7 +223,9 @@ def hit_rates(*, session: Session, since: datetime, until: datetime) -> list[Hit
     tallies: dict[str, dict[str, int]] = {}
     for kind, top, predictions, size, confirmed in latest.values():
         for key in (kind or "unknown", "all"):
-            t = tallies.setdefault(key, dict.fromkeys(("confirmed", "top1", "in_set", "unknown", "sizes", "sized"), 0))
+            t = tallies.setdefault(
+                key, dict.fromkeys(("confirmed", "top1", "in_set", "unknown", "sizes", "sized"), 0)
+            )
             t["confirmed"] += 1
             t["top1"] += int(top == confirmed)
             ranked = [p.get("prdtypecode") for p in predictions or [] if isinstance(p, dict)]
@@ -234,7 +245,9 @@ def hit_rates(*, session: Session, since: datetime, until: datetime) -> list[Hit
             top1_rate=round(t["top1"] / t["confirmed"], 4),
             in_suggestions=t["in_set"],
             suggestions_unknown=t["unknown"],
-            suggestion_rate=round(t["in_set"] / checked, 4) if (checked := t["sized"] - t["unknown"]) else None,
+            suggestion_rate=round(t["in_set"] / checked, 4)
+            if (checked := t["sized"] - t["unknown"])
+            else None,
             mean_suggestion_size=round(t["sizes"] / t["sized"], 3) if t["sized"] else None,
         )
         for kind, t in sorted(tallies.items(), key=lambda item: (order.get(item[0], 5), item[0]))
@@ -245,9 +258,13 @@ def hit_rates(*, session: Session, since: datetime, until: datetime) -> list[Hit
 def read_stats(
     session: SessionDep,
     _admin: AdminUser,
-    since: Annotated[datetime | None, Query(description="Start of the window (ISO 8601); default a day ago")] = None,
+    since: Annotated[
+        datetime | None, Query(description="Start of the window (ISO 8601); default a day ago")
+    ] = None,
     until: Annotated[datetime | None, Query(description="End of the window (ISO 8601); default now")] = None,
-    bucket: Annotated[Bucket | None, Query(description="Traffic bucket; default from the window's length")] = None,
+    bucket: Annotated[
+        Bucket | None, Query(description="Traffic bucket; default from the window's length")
+    ] = None,
 ) -> Stats:
     """Traffic, latency, predicted classes and confirmed hit rates over a time window (admins only)."""
     until = _aware(until) if until else datetime.now(UTC)
@@ -258,7 +275,8 @@ def read_stats(
     seconds = BUCKET_SECONDS[bucket]
     if (until - since).total_seconds() / seconds > MAX_BUCKETS:
         raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT, f"Over {MAX_BUCKETS} {bucket} buckets: pick a coarser bucket"
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            f"Over {MAX_BUCKETS} {bucket} buckets: pick a coarser bucket",
         )
     outcomes = outcome_counts(session=session, since=since, until=until)
     return Stats(

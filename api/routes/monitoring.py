@@ -1,0 +1,50 @@
+"""Monitoring reports of the daily monitoring DAG: live accuracy, confidence and drift (admins only)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query, status
+from pydantic import BaseModel, ConfigDict
+
+from api.deps import AdminUser, SessionDep
+from api.schemas import Page
+from pipelines import monitor
+
+router = APIRouter(prefix="/monitoring", tags=["monitoring"])
+
+Offset = Annotated[int, Query(ge=0)]
+Limit = Annotated[int, Query(ge=1, le=100)]
+
+
+class MonitoringReportOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    created_at: datetime
+    window_start: datetime
+    window_end: datetime
+    model_version: str | None
+    flagged: bool
+    flags: list[dict[str, Any]]
+    report: dict[str, Any]
+
+
+@router.get("/reports", response_model=Page[MonitoringReportOut])
+def list_reports(
+    session: SessionDep, _admin: AdminUser, offset: Offset = 0, limit: Limit = 20
+) -> Page[MonitoringReportOut]:
+    """Monitoring reports, latest window first (admins only)."""
+    total, rows = monitor.list_reports(session=session, offset=offset, limit=limit)
+    items = [MonitoringReportOut.model_validate(row) for row in rows]
+    return Page[MonitoringReportOut](items=items, total=total, offset=offset, limit=limit)
+
+
+@router.get("/reports/latest", response_model=MonitoringReportOut)
+def latest_report(session: SessionDep, _admin: AdminUser) -> MonitoringReportOut:
+    """The report of the latest monitored window (admins only)."""
+    row = monitor.latest_report(session=session)
+    if row is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "No monitoring report yet")
+    return MonitoringReportOut.model_validate(row)

@@ -1,0 +1,467 @@
+"""The steps of the weekly retraining DAG (`airflow/dags/retrain.py` only wires them).
+
+validate -> snapshot -> train -> evaluate -> gate -> publish (promote or reject) -> reload API
+
+Every step takes settings and small values (URIs, versions, figures) and returns a small
+JSON-ready dict, which is what Airflow passes between tasks (XCom); data goes through the
+stores. Each step is idempotent for a given data interval, so a retried task or a rerun of the
+same interval redoes nothing that is already done:
+
+    {DATA_STORE_URI}/snapshots/{interval}/...               the training set (pipelines.snapshot)
+    {DATA_STORE_URI}/runs/{interval}/candidate/...          the trained bundle; BUNDLE.json last
+    {DATA_STORE_URI}/runs/{interval}/evaluation.json        both models on the same held-out set
+    {DATA_STORE_URI}/runs/{interval}/gate.json              the gate's decision and figures
+
+A candidate the gate refuses is still published to the model store (versions are immutable,
+so this costs nothing but space) and recorded as `rejected` with the gate's figures: the
+model versions table then explains every week, and an admin can still promote it by hand.
+
+`python -m pipelines.retrain train --snapshot URI --out URI` is the training container's
+command when TRAIN_MODE=docker (the same code as in-process training).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import sys
+import tempfile
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from config import Settings
+from pipelines.snapshot import take_snapshot
+from store.blob import BlobNotFoundError, BlobStore, open_blob_store
+
+logger = logging.getLogger(__name__)
+
+RUNS_PREFIX = "runs"
+BUNDLE_MARKER = "BUNDLE.json"
+# boto3's own variables, handed to the training container so it reaches the same S3 as the
+# pipeline. They configure the AWS SDK, not the project, so they are not Settings fields.
+AWS_VARIABLES = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_DEFAULT_REGION",
+    "AWS_REGION",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+)
+
+
+class TrainingFailedError(RuntimeError):
+    """Training did not produce a bundle (the container exited non-zero, or train() raised)."""
+
+
+def _session_factory(settings: Settings):  # type: ignore[no-untyped-def]
+    from db.session import make_engine, make_session_factory
+
+    engine = make_engine(settings.DATABASE_URL)
+    return engine, make_session_factory(engine)
+
+
+def run_uri(settings: Settings, snapshot: dict[str, Any]) -> str:
+    """The folder of one data interval's run artefacts (named like its snapshot)."""
+    return f"{settings.DATA_STORE_URI.rstrip('/')}/{RUNS_PREFIX}/{snapshot['key'].rsplit('/', 1)[-1]}"
+
+
+def _run_folder(uri: str) -> tuple[BlobStore, str]:
+    """The store and URI of the run folder that holds `uri` (a bundle or a run file)."""
+    parent = uri.rstrip("/").rpartition("/")[0]
+    return open_blob_store(parent), parent
+
+
+# -- bundles in the data store ----------------------------------------------------------------
+
+
+def upload_bundle(bundle_dir: Path, uri: str) -> dict[str, Any]:
+    """Copy a bundle directory under `uri`, then write BUNDLE.json (the commit point) last."""
+    store = open_blob_store(uri)
+    metadata = json.loads((bundle_dir / "metadata.json").read_text(encoding="utf-8"))
+    files = {}
+    for path in sorted(p for p in bundle_dir.rglob("*") if p.is_file()):
+        relative = path.relative_to(bundle_dir).as_posix()
+        store.put_file(relative, path)
+        files[relative] = hashlib.sha256(path.read_bytes()).hexdigest()
+    marker = {"version": metadata["version"], "files": files}
+    store.put(BUNDLE_MARKER, json.dumps(marker, indent=2).encode("utf-8"))
+    logger.info("uploaded bundle %s (%d files) to %s", marker["version"], len(files), uri)
+    return marker
+
+
+def bundle_marker(uri: str) -> dict[str, Any] | None:
+    """BUNDLE.json of a complete uploaded bundle, or None."""
+    try:
+        return json.loads(open_blob_store(uri).get(BUNDLE_MARKER))
+    except BlobNotFoundError:
+        return None
+
+
+def download_bundle(uri: str, dest: Path) -> Path:
+    """Download a complete uploaded bundle into `dest` (created), checking every file."""
+    marker = bundle_marker(uri)
+    if marker is None:
+        raise TrainingFailedError(f"no complete bundle at {uri} (no {BUNDLE_MARKER})")
+    store = open_blob_store(uri)
+    for relative, digest in marker["files"].items():
+        target = dest / relative
+        store.get_file(relative, target)
+        if hashlib.sha256(target.read_bytes()).hexdigest() != digest:
+            raise ValueError(f"bundle {uri}: {relative} does not match {BUNDLE_MARKER}")
+    return dest
+
+
+def train_to_store(
+    snapshot_uri: str, out_uri: str, *, epochs: int | None = None, quick: bool = False, seed: int = 0
+) -> dict[str, Any]:
+    """Train on the snapshot's train split and upload the bundle to `out_uri`: the training step."""
+    from models.train import train
+
+    from pipelines.snapshot import load_snapshot
+
+    dataset = load_snapshot(snapshot_uri, split="train")
+    logger.info(
+        "training on %d products of %s (quick=%s, epochs=%s)", len(dataset), snapshot_uri, quick, epochs
+    )
+    with tempfile.TemporaryDirectory(prefix="candidate-") as tmp:
+        bundle = train([dataset], Path(tmp) / "bundle", epochs=epochs, seed=seed, quick=quick)
+        return upload_bundle(Path(bundle), out_uri)
+
+
+# -- the steps ----------------------------------------------------------------------------------
+
+
+def validate_step(settings: Settings) -> dict[str, Any]:
+    """Quarantine bad products; InsufficientDataError below MIN_TRAINING_ROWS usable ones."""
+    from pipelines.validate import validate_products
+
+    engine, session_factory = _session_factory(settings)
+    try:
+        report = validate_products(
+            session_factory,
+            open_blob_store(settings.IMAGE_STORE_URI),
+            min_rows=settings.MIN_TRAINING_ROWS,
+            check_images=settings.VALIDATE_IMAGES,
+            max_pixels=settings.MAX_IMAGE_PIXELS,
+        )
+    finally:
+        engine.dispose()
+    return report.as_dict()
+
+
+def snapshot_step(settings: Settings, start: datetime, end: datetime) -> dict[str, Any]:
+    """Freeze the usable products of the interval's run in the data store; its summary."""
+    engine, session_factory = _session_factory(settings)
+    try:
+        manifest = take_snapshot(
+            session_factory,
+            open_blob_store(settings.DATA_STORE_URI),
+            image_store_uri=open_blob_store(settings.IMAGE_STORE_URI).uri,
+            start=start,
+            end=end,
+            eval_fraction=settings.EVAL_FRACTION,
+        )
+    finally:
+        engine.dispose()
+    keep = ("uri", "key", "rows", "splits", "with_image", "created_at")
+    return {k: manifest[k] for k in keep}
+
+
+def train_step(settings: Settings, snapshot: dict[str, Any], *, docker_client: Any = None) -> dict[str, Any]:
+    """Train a candidate on the snapshot (in process or in the training image); where it is."""
+    out_uri = f"{run_uri(settings, snapshot)}/candidate"
+    marker = bundle_marker(out_uri)
+    if marker is not None:
+        logger.info("candidate %s already trained for this interval: reused", marker["version"])
+    elif settings.TRAIN_MODE == "docker":
+        train_in_container(settings, snapshot["uri"], out_uri, client=docker_client)
+        marker = bundle_marker(out_uri)
+        if marker is None:
+            raise TrainingFailedError(f"the training container exited 0 but wrote no bundle to {out_uri}")
+    else:
+        marker = train_to_store(
+            snapshot["uri"], out_uri, epochs=settings.TRAIN_EPOCHS, quick=settings.TRAIN_QUICK
+        )
+    return {"bundle_uri": out_uri, "version": marker["version"]}
+
+
+def container_command(settings: Settings, snapshot_uri: str, out_uri: str) -> list[str]:
+    """Arguments after `python` in the training image (its entrypoint replaced by `python`)."""
+    command = ["-m", "pipelines.retrain", "train", "--snapshot", snapshot_uri, "--out", out_uri]
+    if settings.TRAIN_QUICK:
+        command.append("--quick")
+    if settings.TRAIN_EPOCHS is not None:
+        command += ["--epochs", str(settings.TRAIN_EPOCHS)]
+    return command
+
+
+def container_environment() -> dict[str, str]:
+    """What the training container needs to reach the stores (see AWS_VARIABLES)."""
+    env = {"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+    env.update({name: os.environ[name] for name in AWS_VARIABLES if os.environ.get(name)})
+    return env
+
+
+def train_in_container(settings: Settings, snapshot_uri: str, out_uri: str, *, client: Any = None) -> None:
+    """Run the training image (TRAIN_IMAGE) through the Docker API, streaming its log."""
+    if client is None:
+        import docker
+
+        client = docker.from_env()
+    command = container_command(settings, snapshot_uri, out_uri)
+    logger.info("starting %s: python %s", settings.TRAIN_IMAGE, " ".join(command))
+    container = client.containers.run(
+        settings.TRAIN_IMAGE,
+        command=command,
+        entrypoint=["python"],
+        environment=container_environment(),
+        network=settings.TRAIN_DOCKER_NETWORK,
+        detach=True,
+    )
+    try:
+        for line in container.logs(stream=True, follow=True):
+            logger.info("[train] %s", line.decode("utf-8", "replace").rstrip())
+        status = container.wait().get("StatusCode")
+    finally:
+        container.remove(force=True)
+    if status != 0:
+        raise TrainingFailedError(
+            f"the training container {settings.TRAIN_IMAGE} exited with status {status}"
+        )
+
+
+def evaluate_step(settings: Settings, snapshot: dict[str, Any], candidate: dict[str, Any]) -> dict[str, Any]:
+    """Evaluate the candidate and the production model on the snapshot's held-out split."""
+    from models.evaluate import evaluate_bundle
+
+    from pipelines.snapshot import load_snapshot
+    from store.models import open_model_store
+
+    dataset = load_snapshot(snapshot["uri"], split="eval")
+    if len(dataset) == 0:
+        raise TrainingFailedError(f"the evaluation split of {snapshot['uri']} is empty")
+    model_store = open_model_store(settings.MODEL_STORE_URI)
+    production_version = model_store.production()
+    with tempfile.TemporaryDirectory(prefix="evaluate-") as tmp:
+        bundle = download_bundle(candidate["bundle_uri"], Path(tmp) / "candidate")
+        candidate_metrics = evaluate_bundle(bundle, dataset)
+        production_metrics = None
+        if production_version is not None:
+            production_dir = model_store.download(production_version, Path(tmp) / "production")
+            production_metrics = evaluate_bundle(production_dir, dataset)
+    evaluation = {
+        "snapshot_uri": snapshot["uri"],
+        "eval_rows": len(dataset),
+        "candidate": {"version": candidate["version"], "metrics": candidate_metrics},
+        "production": (
+            {"version": production_version, "metrics": production_metrics} if production_version else None
+        ),
+    }
+    store, run_uri = _run_folder(candidate["bundle_uri"])
+    store.put("evaluation.json", json.dumps(evaluation, indent=2, default=float).encode("utf-8"))
+    uri = f"{run_uri}/evaluation.json"
+    summary = {
+        side: {
+            kind: round(float(m.get("weighted_f1", 0.0)), 4)
+            for kind, m in metrics.items()
+            if isinstance(m, dict)
+        }
+        for side, metrics in (("candidate", candidate_metrics), ("production", production_metrics or {}))
+    }
+    logger.info("weighted F1 on %d held-out products: %s", len(dataset), summary)
+    return {
+        "evaluation_uri": uri,
+        "eval_rows": len(dataset),
+        "candidate_version": candidate["version"],
+        "production_version": production_version,
+        "weighted_f1": summary,
+    }
+
+
+def gate_step(settings: Settings, evaluation: dict[str, Any]) -> dict[str, Any]:
+    """The promotion gate's decision on the evaluation, with every figure it compared."""
+    from pipelines.gate import decide
+
+    store, _ = _run_folder(evaluation["evaluation_uri"])
+    full = json.loads(store.get("evaluation.json"))
+    production = full["production"]
+    decision = decide(
+        full["candidate"]["metrics"],
+        production["metrics"] if production else None,
+        min_improvement=settings.GATE_MIN_IMPROVEMENT,
+        max_recall_drop=settings.GATE_MAX_RECALL_DROP,
+    )
+    record = {
+        **decision.as_dict(),
+        "candidate_version": evaluation["candidate_version"],
+        "production_version": evaluation["production_version"],
+        "eval_rows": evaluation["eval_rows"],
+        "evaluation_uri": evaluation["evaluation_uri"],
+        "snapshot_uri": full["snapshot_uri"],
+        "decided_at": datetime.now().astimezone().isoformat(timespec="seconds"),
+    }
+    store.put("gate.json", json.dumps(record, indent=2).encode("utf-8"))
+    logger.info("gate: %s (%s)", "PROMOTE" if decision.promote else "REFUSE", decision.reason)
+    return record
+
+
+def publish_step(settings: Settings, candidate: dict[str, Any], gate: dict[str, Any]) -> dict[str, Any]:
+    """Publish the candidate; promote it if the gate said so, else record it as rejected."""
+    from pipelines.registry_ops import promote_version, publish_bundle, reject_version
+    from store.models import open_model_store
+
+    model_store = open_model_store(settings.MODEL_STORE_URI)
+    engine, session_factory = _session_factory(settings)
+    try:
+        with tempfile.TemporaryDirectory(prefix="publish-") as tmp:
+            bundle = download_bundle(candidate["bundle_uri"], Path(tmp) / "bundle")
+            version = publish_bundle(model_store, session_factory, bundle, exist_ok=True)
+        production = model_store.production()
+        promote = bool(gate["promote"])
+        if version == production:
+            logger.info("%s is already the production version (a rerun): nothing to decide", version)
+            return {
+                "version": version,
+                "promoted": False,
+                "production": production,
+                "reason": "already production",
+            }
+        if promote and production != gate["production_version"]:
+            # Someone promoted or rolled back while this run evaluated: its comparison is stale.
+            promote = False
+            gate = {
+                **gate,
+                "promote": False,
+                "reason": f"production changed from {gate['production_version']} "
+                f"to {production} during the run; the comparison no longer holds",
+            }
+        if promote:
+            promote_version(model_store, session_factory, version, gate=gate)
+            logger.info("promoted %s (was %s)", version, production)
+        else:
+            reject_version(model_store, session_factory, version, gate=gate)
+            logger.warning("%s published but NOT promoted: %s", version, gate["reason"])
+    finally:
+        engine.dispose()
+    return {
+        "version": version,
+        "promoted": promote,
+        "production": model_store.production(),
+        "reason": gate["reason"],
+    }
+
+
+def request_reload(settings: Settings, *, client: Any = None) -> dict[str, Any]:
+    """Ask the API to load the production version now; a warning, never a failure, if it cannot.
+
+    The API also polls the production pointer (MODEL_POLL_SECONDS), so a missed call only
+    delays the switch; with several replicas this call reaches one and the others poll.
+    """
+    import httpx
+
+    username = settings.API_ADMIN_USERNAME or settings.FIRST_ADMIN_USERNAME
+    password = settings.API_ADMIN_PASSWORD or settings.FIRST_ADMIN_PASSWORD
+    base = settings.API_URL.rstrip("/")
+    own_client = client is None
+    client = client or httpx.Client(timeout=settings.API_TIMEOUT_SECONDS)
+    try:
+        login = client.post(f"{base}/login", data={"username": username, "password": password})
+        if login.status_code != 200:
+            detail = f"login as {username} at {base} answered {login.status_code}: {login.text[:200]}"
+            logger.warning(
+                "could not ask the API to reload (%s); it will pick the model up by polling", detail
+            )
+            return {"reloaded": False, "detail": detail}
+        token = login.json()["access_token"]
+        response = client.post(f"{base}/models/reload", headers={"Authorization": f"Bearer {token}"})
+        if response.status_code != 200:
+            detail = f"POST /models/reload answered {response.status_code}: {response.text[:200]}"
+            logger.warning("the API refused the reload (%s); it will retry by polling", detail)
+            return {"reloaded": False, "detail": detail}
+        body = response.json()
+        logger.info("the API now serves %s (changed: %s)", body.get("version"), body.get("changed"))
+        return {"reloaded": True, "version": body.get("version"), "changed": body.get("changed")}
+    except httpx.HTTPError as exc:
+        detail = f"{base} is unreachable: {type(exc).__name__}: {exc}"
+        logger.warning("could not ask the API to reload (%s); it will pick the model up by polling", detail)
+        return {"reloaded": False, "detail": detail}
+    finally:
+        if own_client:
+            client.close()
+
+
+def reload_step(settings: Settings, published: dict[str, Any]) -> dict[str, Any]:
+    """Ask the API to reload when this run promoted a model."""
+    if not published["promoted"]:
+        logger.info("nothing promoted: the API keeps serving %s", published["production"])
+        return {"reloaded": False, "detail": "nothing promoted"}
+    return request_reload(settings)
+
+
+def run_pipeline(settings: Settings, start: datetime, end: datetime) -> dict[str, Any]:
+    """Every step in order, as the DAG runs them (for `python -m pipelines.retrain` without Airflow)."""
+    validation = validate_step(settings)
+    snapshot = snapshot_step(settings, start, end)
+    candidate = train_step(settings, snapshot)
+    evaluation = evaluate_step(settings, snapshot, candidate)
+    gate = gate_step(settings, evaluation)
+    published = publish_step(settings, candidate, gate)
+    reload = reload_step(settings, published)
+    return {
+        "validation": validation,
+        "snapshot": snapshot,
+        "gate": gate,
+        "published": published,
+        "reload": reload,
+    }
+
+
+def last_week(now: datetime | None = None) -> tuple[datetime, datetime]:
+    """The data interval of a run started now: the week up to the last Monday 03:00 UTC (the DAG's)."""
+    now = now or datetime.now(UTC)
+    end = now.replace(hour=3, minute=0, second=0, microsecond=0) - timedelta(days=now.weekday())
+    if end > now:
+        end -= timedelta(weeks=1)
+    return end - timedelta(weeks=1), end
+
+
+# -- command line: the whole pipeline without Airflow, or the training container's step ---------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="The retraining pipeline outside Airflow.")
+    sub = parser.add_subparsers(dest="command")
+    run_cmd = sub.add_parser("run", help="every step for one data interval (the default command)")
+    run_cmd.add_argument(
+        "--end", type=datetime.fromisoformat, help="interval end (ISO 8601; default: last Monday 03:00 UTC)"
+    )
+    train_cmd = sub.add_parser(
+        "train", help="train on a snapshot and upload the bundle (the training container)"
+    )
+    train_cmd.add_argument("--snapshot", required=True, help="snapshot URI (pipelines.snapshot)")
+    train_cmd.add_argument("--out", required=True, help="where to upload the bundle (a folder or s3:// URI)")
+    train_cmd.add_argument("--epochs", type=int, default=None)
+    train_cmd.add_argument("--quick", action="store_true")
+    train_cmd.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    if args.command == "train":
+        marker = train_to_store(args.snapshot, args.out, epochs=args.epochs, quick=args.quick, seed=args.seed)
+        sys.stdout.write(json.dumps({"bundle_uri": args.out, "version": marker["version"]}) + "\n")
+        return 0
+    from config import get_settings
+
+    end = getattr(args, "end", None)
+    start, end = (end - timedelta(weeks=1), end) if end else last_week()
+    result = run_pipeline(get_settings(), start, end)
+    sys.stdout.write(json.dumps(result["published"], default=str) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,279 @@
+"""The whole service end to end, as processes (scripts/stack.sh): what `docker compose up` runs.
+
+Postgres (a fresh database), an S3 server (moto; fresh buckets), migrations and the first-start
+bootstrap, the API; then a seller's day (register, predict text/image/both, read the logs,
+confirm products), the retraining pipeline against the same Postgres and S3 (through Airflow's
+`dags test` when .venv-airflow and the DAG exist, else `python -m pipelines.retrain`), and the
+API switching to the new version while it keeps answering predictions.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.api.serving import jpeg_bytes
+from tests.deploy.helpers import ROOT, find_binary, missing
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
+
+STACK = ROOT / "scripts" / "stack.sh"
+ADMIN = ("admin", "e2e-admin-password-1")
+SELLER = ("seller-e2e", "seller-password-1")
+TITLE = "Bâche de piscine hors sol 4x8 m"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _postgres_ready() -> bool:
+    if shutil.which("pg_isready") is None or shutil.which("psql") is None:
+        return False
+    return subprocess.run(["pg_isready", "-h", "127.0.0.1", "-p", "5432", "-q"]).returncode == 0
+
+
+@dataclass
+class Stack:
+    env: dict[str, str]
+    url: str
+    dir: Path
+
+    def run(
+        self, action: str, *, timeout: float, extra: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [str(STACK), action],
+            env={**self.env, **(extra or {})},
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def logs(self) -> str:
+        parts = []
+        for path in sorted(self.dir.glob("*.log")):
+            lines = path.read_text(errors="replace").splitlines()[-60:]
+            parts.append(f"---- {path.name}\n" + "\n".join(lines))
+        return "\n".join(parts)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    find_binary("moto_server")
+    if not _postgres_ready():
+        missing("a Postgres server on 127.0.0.1:5432 (user postgres, trust) and the psql client")
+    token = uuid.uuid4().hex[:8]
+    port = _free_port()
+    directory = tmp_path_factory.mktemp("stack")
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "STACK_"))},
+        "PY": sys.executable,
+        "STACK_DIR": str(directory),
+        "STACK_PORT": str(port),
+        "STACK_DB": f"rakuten_e2e_{token}",
+        "STACK_BUCKET_SUFFIX": f"-{token}",
+        "STACK_N_PRODUCTS": "1000",
+        "STACK_POLL_SECONDS": "1",
+        "FIRST_ADMIN_USERNAME": ADMIN[0],
+        "FIRST_ADMIN_PASSWORD": ADMIN[1],
+    }
+    # CI starts one S3 server for the job (STACK_S3_ENDPOINT and its credentials).
+    for name in ("STACK_S3_ENDPOINT", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        if os.environ.get("STACK_S3_ENDPOINT") and os.environ.get(name):
+            env[name] = os.environ[name]
+    stack = Stack(env=env, url=f"http://127.0.0.1:{port}", dir=directory)
+    try:
+        started = time.perf_counter()
+        result = stack.run("up", timeout=1200)
+        assert result.returncode == 0, f"{result.stdout}\n{result.stderr}\n{stack.logs()}"
+        print(f"\nstack up in {time.perf_counter() - started:.0f} s")
+        yield stack
+    finally:
+        down = stack.run("down", timeout=120, extra={"STACK_DROP_DB": "1"})
+        assert down.returncode == 0, down.stderr
+
+
+@pytest.fixture(scope="module")
+def client(stack: Stack) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=stack.url, timeout=60) as http:
+        yield http
+
+
+def login(client: httpx.Client, username: str, password: str) -> dict[str, str]:
+    response = client.post("/login", data={"username": username, "password": password})
+    assert response.status_code == 200, response.text
+    return {"Authorization": f"Bearer {response.json()['access_token']}"}
+
+
+@pytest.fixture(scope="module")
+def admin(client: httpx.Client) -> dict[str, str]:
+    return login(client, *ADMIN)
+
+
+@pytest.fixture(scope="module")
+def seller(client: httpx.Client, admin: dict[str, str]) -> dict[str, str]:
+    response = client.post(
+        "/register", json={"username": SELLER[0], "password": SELLER[1], "role": "seller"}, headers=admin
+    )
+    assert response.status_code == 201, response.text
+    return login(client, *SELLER)
+
+
+def production_version(client: httpx.Client, admin: dict[str, str]) -> str:
+    response = client.get("/models", headers=admin)
+    assert response.status_code == 200, response.text
+    return response.json()["production"]
+
+
+@pytest.fixture(scope="module")
+def first_version(client: httpx.Client, admin: dict[str, str]) -> str:
+    version = production_version(client, admin)
+    assert version, "the bootstrap promoted no model"
+    return version
+
+
+def test_a_seller_predicts_reads_logs_and_confirms_products(
+    client: httpx.Client, seller: dict[str, str], first_version: str
+) -> None:
+    ready = client.get("/ready").json()
+    assert ready["database"] == "ok" and ready["model"]["version"] == first_version
+
+    answers = {
+        "text": client.post("/predict", headers=seller, data={"designation": TITLE, "top_k": "3"}),
+        "image": client.post(
+            "/predict", headers=seller, files={"image": ("p.jpg", jpeg_bytes(), "image/jpeg")}
+        ),
+        "fusion": client.post(
+            "/predict",
+            headers=seller,
+            data={"designation": TITLE, "description": "<p>Bâche solaire</p>"},
+            files={"image": ("p.jpg", jpeg_bytes(color=(200, 60, 30)), "image/jpeg")},
+        ),
+    }
+    for kind, response in answers.items():
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["model"] == kind and body["model_version"] == first_version
+        assert 0.0 <= body["predictions"][0]["probability"] <= 1.0 and body["suggestions"]
+    assert len(answers["text"].json()["predictions"]) == 3
+
+    # The log writer flushes in batches (LOG_FLUSH_SECONDS): wait for the three rows.
+    deadline = time.monotonic() + 30
+    while True:
+        logs = client.get("/logs/me", headers=seller).json()
+        if logs["total"] >= 3 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert logs["total"] == 3
+    assert {item["request_id"] for item in logs["items"]} == {
+        r.json()["request_id"] for r in answers.values()
+    }
+    assert {item["model_kind"] for item in logs["items"]} == {"text", "image", "fusion"}
+
+    chosen = answers["text"].json()["predictions"][0]["prdtypecode"]
+    confirmed = client.post(
+        "/products",
+        headers=seller,
+        json={
+            "designation": TITLE,
+            "prdtypecode": chosen,
+            "request_id": answers["text"].json()["request_id"],
+        },
+    )
+    assert confirmed.status_code == 201, confirmed.text
+    with_image = client.post(
+        "/products",
+        headers=seller,
+        data={"designation": "Kit de nettoyage piscine", "prdtypecode": "2583"},
+        files={"image": ("p.jpg", jpeg_bytes(), "image/jpeg")},
+    )
+    assert with_image.status_code == 201, with_image.text
+    assert with_image.json()["label_status"] == "unverified"
+
+
+@dataclass
+class Traffic:
+    """Predictions sent in a loop while the model changes: every status and version seen."""
+
+    url: str
+    headers: dict[str, str]
+    statuses: list[int] = field(default_factory=list)
+    versions: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        with httpx.Client(base_url=self.url, timeout=60) as http:
+            while not self.stop.is_set():
+                try:
+                    response = http.post("/predict", headers=self.headers, data={"designation": TITLE})
+                except httpx.HTTPError as exc:
+                    self.errors.append(f"{type(exc).__name__}: {exc}")
+                    continue
+                self.statuses.append(response.status_code)
+                if response.status_code == 200:
+                    self.versions.append(response.json()["model_version"])
+                else:
+                    self.errors.append(response.text[:300])
+                time.sleep(0.05)
+
+
+def test_retraining_promotes_a_new_version_that_the_api_serves_without_a_failed_request(
+    stack: Stack, client: httpx.Client, admin: dict[str, str], seller: dict[str, str], first_version: str
+) -> None:
+    traffic = Traffic(stack.url, seller)
+    thread = threading.Thread(target=traffic.run, name="traffic", daemon=True)
+    thread.start()
+    try:
+        started = time.perf_counter()
+        # A quick model, and a gate that lets it through: this test is about the plumbing
+        # (Postgres, S3, the pipeline, the reload), not about the model getting better.
+        result = stack.run(
+            "retrain",
+            timeout=1800,
+            extra={"TRAIN_QUICK": "true", "GATE_MIN_IMPROVEMENT": "-1.0", "GATE_MAX_RECALL_DROP": "1.0"},
+        )
+        assert result.returncode == 0, f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}\n{stack.logs()}"
+        print(f"\nretraining in {time.perf_counter() - started:.0f} s")
+
+        new_version = production_version(client, admin)
+        assert new_version and new_version != first_version, result.stdout[-3000:]
+        # The pipeline asked the API to reload; the poller (1 s here) would have done it too.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and (not traffic.versions or traffic.versions[-1] != new_version):
+            time.sleep(0.5)
+        time.sleep(1.0)  # a few more requests on the new version
+    finally:
+        traffic.stop.set()
+        thread.join(timeout=120)
+
+    assert traffic.statuses, "no prediction was sent during the retraining"
+    assert not traffic.errors, traffic.errors[:5]
+    assert set(traffic.statuses) == {200}
+    assert traffic.versions[0] == first_version and traffic.versions[-1] == new_version
+    switch = traffic.versions.index(new_version)
+    assert set(traffic.versions[switch:]) == {new_version}, "the API went back to the old version"
+
+    answer = client.post("/predict", headers=seller, data={"designation": TITLE})
+    assert answer.status_code == 200 and answer.json()["model_version"] == new_version
+    loaded = client.get("/models", headers=admin).json()["loaded"]
+    assert loaded["version"] == new_version
+    metrics = client.get("/metrics").text
+    assert f'model_version_info{{version="{new_version}"}} 1.0' in metrics
