@@ -8,6 +8,7 @@ and the previous one keeps serving. A background thread polls the production poi
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -20,14 +21,14 @@ from typing import TYPE_CHECKING, Any
 from store.cache import ModelCache, NoProductionModelError
 
 if TYPE_CHECKING:
-    from models.runtime import ModelRuntime
+    from models.serving import ModelRuntime
 
 logger = logging.getLogger(__name__)
 
 
 def load_runtime(path: Path) -> ModelRuntime:
     """Load a bundle's serving runtime (TensorFlow is imported here, not at module import)."""
-    from models.runtime import ModelRuntime
+    from models.serving import ModelRuntime
 
     return ModelRuntime.from_bundle(path)
 
@@ -153,10 +154,8 @@ class ModelManager:
 
     def _poll(self) -> None:
         while not self._stop.wait(self._poll_seconds):
-            try:
+            with contextlib.suppress(ReloadError):  # already logged; keep serving the current one
                 self.reload()
-            except ReloadError:
-                pass  # already logged; keep serving the current version
 
     def status(self) -> dict[str, Any]:
         loaded = self._current

@@ -1,0 +1,171 @@
+"""Export a bundle's Keras models for serving without TensorFlow (ONNX Runtime + NumPy).
+
+The `.keras` models take raw strings; ONNX cannot run string ops. Each model is therefore
+split at its `TextVectorization` layers: the layers' fitted tables become
+`models.text_vectorizer.NumpyTextVectorizer` files, and everything after them (the dense
+text head, the CNN, the fusion head) becomes one ONNX graph whose inputs are the vectorised
+text and the image. The split is generic: the vectorisers' calls are swapped for the graph's
+inputs while the model is traced, so nested sub-models (the fusion model) work unchanged.
+
+`export_serving(bundle_dir)` writes `serving/` next to the `.keras` files and checks parity
+against the Keras models on sample inputs; a bundle whose export disagrees is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models.preprocessing import resize_image
+from models.text_vectorizer import NumpyTextVectorizer
+
+logger = logging.getLogger(__name__)
+
+SERVING_DIR = "serving"
+SERVING_SPEC = "serving.json"
+MODEL_KINDS = ("text", "image", "fusion")
+PARITY_TOLERANCE = 1e-4
+OPSET = 17
+
+
+class ExportError(RuntimeError):
+    """The export failed or does not reproduce the Keras model."""
+
+
+def _vectorizers(model: Any) -> list[Any]:
+    import keras
+
+    found = []
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.TextVectorization):
+            found.append(layer)
+        elif isinstance(layer, keras.Model):
+            found.extend(_vectorizers(layer))
+    return found
+
+
+def _keras_inputs(model: Any, texts: list[str] | None, images: np.ndarray | None) -> dict[str, Any]:
+    import tensorflow as tf
+
+    feeds: dict[str, Any] = {}
+    for tensor in model.inputs:
+        name = tensor.name
+        if name == "text":
+            shape = (len(texts), 1) if len(tensor.shape) == 2 else (len(texts),)
+            feeds[name] = tf.constant(np.array(texts, dtype=object).reshape(shape))
+        elif name == "image":
+            feeds[name] = tf.constant(images)
+    return feeds
+
+
+def export_model(model: Any, out_dir: Path, kind: str) -> dict[str, Any]:
+    """Write `{kind}.onnx` and its vectorisers under `out_dir`; returns the input spec."""
+    import tensorflow as tf
+    import tf2onnx
+
+    vectorizers = _vectorizers(model)
+    names = {t.name for t in model.inputs}
+    text_input = next((t for t in model.inputs if t.name == "text"), None)
+    inputs: list[dict[str, Any]] = []
+    specs = []
+    for i, layer in enumerate(vectorizers):
+        file = f"{kind}.vectorizer{i}.json"
+        NumpyTextVectorizer.from_keras_layer(layer).save(out_dir / file)
+        name = f"text_vector_{i}"
+        specs.append(tf.TensorSpec([None, layer.vocabulary_size()], tf.float32, name=name))
+        inputs.append({"name": name, "source": "text", "vectorizer": file})
+    if "image" in names:
+        specs.append(tf.TensorSpec([None, None, None, 3], tf.uint8, name="image"))
+        inputs.append({"name": "image", "source": "image"})
+    originals = [layer.call for layer in vectorizers]
+
+    def head(*args: Any) -> Any:
+        vectors = args[: len(vectorizers)]
+        for layer, vector in zip(vectorizers, vectors, strict=True):
+            layer.call = lambda _inputs, v=vector: v
+        try:
+            batch = tf.shape(args[0])[0]
+            feeds: dict[str, Any] = {}
+            if text_input is not None:
+                shape = tf.stack([batch, 1]) if len(text_input.shape) == 2 else tf.stack([batch])
+                feeds["text"] = tf.fill(shape, "")
+            if "image" in names:
+                feeds["image"] = args[-1]
+            return model(feeds if len(feeds) > 1 else next(iter(feeds.values())), training=False)
+        finally:
+            for layer, call in zip(vectorizers, originals, strict=True):
+                layer.call = call
+
+    function = tf.function(head, input_signature=specs)
+    tf2onnx.convert.from_function(
+        function, input_signature=specs, opset=OPSET, output_path=str(out_dir / f"{kind}.onnx")
+    )
+    return {"file": f"{kind}.onnx", "inputs": inputs}
+
+
+def export_serving(bundle_dir: Path, *, sample_texts: list[str] | None = None, sample_images: np.ndarray | None = None) -> Path:
+    """Export the three models of a bundle to `serving/` and check them against Keras.
+
+    Args:
+        bundle_dir: a bundle with `text.keras`, `image.keras`, `fusion.keras`, `metadata.json`.
+        sample_texts: cleaned texts to check parity on (a few defaults when None).
+        sample_images: uint8 images (N x S x S x 3, S = the bundle's image size) for the check.
+
+    Returns:
+        The `serving/` directory.
+    """
+    import keras
+
+    bundle_dir = Path(bundle_dir)
+    metadata = json.loads((bundle_dir / "metadata.json").read_text(encoding="utf-8"))
+    size = int(metadata.get("image_size", 96))
+    out_dir = bundle_dir / SERVING_DIR
+    out_dir.mkdir(exist_ok=True)
+    texts = sample_texts or [
+        "Bâche de piscine hors sol 4x8 m",
+        "Roman policier, édition de poche",
+        "Console de jeux + 2 manettes",
+        "",
+    ]
+    if sample_images is None:
+        rng = np.random.default_rng(0)
+        sample_images = rng.integers(0, 256, (len(texts), size, size, 3), dtype=np.uint8)
+    sample_images = np.stack([resize_image(img, size) for img in sample_images])
+    n = min(len(texts), len(sample_images))
+    texts, sample_images = texts[:n], sample_images[:n]
+
+    spec: dict[str, Any] = {"format": 1, "opset": OPSET, "image_size": size, "models": {}}
+    worst: dict[str, float] = {}
+    for kind in MODEL_KINDS:
+        model = keras.models.load_model(bundle_dir / f"{kind}.keras")
+        try:
+            entry = export_model(model, out_dir, kind)
+        except Exception as exc:
+            raise ExportError(f"exporting {kind}.keras to ONNX failed: {exc}") from exc
+        expected = np.asarray(model(_keras_inputs(model, texts, sample_images), training=False))
+        got = _run_onnx(out_dir, entry, texts, sample_images)
+        worst[kind] = float(np.abs(got - expected).max())
+        if not worst[kind] <= PARITY_TOLERANCE:
+            raise ExportError(f"{kind}: ONNX export differs from Keras by {worst[kind]:.2e}")
+        spec["models"][kind] = entry
+    spec["parity_max_abs_diff"] = worst
+    (out_dir / SERVING_SPEC).write_text(json.dumps(spec, indent=2), encoding="utf-8")
+    logger.info("exported the serving models (max |ONNX - Keras| per model: %s)", worst)
+    return out_dir
+
+
+def _run_onnx(out_dir: Path, entry: dict[str, Any], texts: list[str], images: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(out_dir / entry["file"]), providers=["CPUExecutionProvider"])
+    feeds: dict[str, np.ndarray] = {}
+    for spec in entry["inputs"]:
+        if spec["source"] == "text":
+            feeds[spec["name"]] = NumpyTextVectorizer.load(out_dir / spec["vectorizer"]).transform(texts)
+        else:
+            feeds[spec["name"]] = images
+    return session.run(None, feeds)[0]
