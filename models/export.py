@@ -107,7 +107,9 @@ def export_model(model: Any, out_dir: Path, kind: str) -> dict[str, Any]:
     return {"file": f"{kind}.onnx", "inputs": inputs}
 
 
-def export_serving(bundle_dir: Path, *, sample_texts: list[str] | None = None, sample_images: np.ndarray | None = None) -> Path:
+def export_serving(
+    bundle_dir: Path, *, sample_texts: list[str] | None = None, sample_images: np.ndarray | None = None
+) -> Path:
     """Export the three models of a bundle to `serving/` and check them against Keras.
 
     Args:

@@ -35,7 +35,9 @@ class _Model:
 class ModelRuntime:
     """Predict with a bundle's text, image and fusion models."""
 
-    def __init__(self, path: Path, metadata: dict, calibration: dict, models: dict[str, _Model], image_size: int):
+    def __init__(
+        self, path: Path, metadata: dict, calibration: dict, models: dict[str, _Model], image_size: int
+    ):
         self.path = path
         self.metadata = metadata
         self.version: str = metadata["version"]
@@ -64,7 +66,9 @@ class ModelRuntime:
         try:
             for kind, entry in spec["models"].items():
                 session = ort.InferenceSession(
-                    str(path / SERVING_DIR / entry["file"]), sess_options=options, providers=["CPUExecutionProvider"]
+                    str(path / SERVING_DIR / entry["file"]),
+                    sess_options=options,
+                    providers=["CPUExecutionProvider"],
                 )
                 inputs = [
                     (
@@ -82,7 +86,9 @@ class ModelRuntime:
         missing = {"text", "image", "fusion"} - set(models)
         if missing:
             raise BundleLoadError(f"{path}: serving models missing: {sorted(missing)}")
-        runtime = cls(path, metadata, calibration, models, int(spec.get("image_size", metadata.get("image_size", 96))))
+        runtime = cls(
+            path, metadata, calibration, models, int(spec.get("image_size", metadata.get("image_size", 96)))
+        )
         runtime.self_check()  # also the warm-up call of every session
         return runtime
 
