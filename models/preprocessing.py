@@ -77,8 +77,11 @@ def decode_image(data: bytes, *, max_pixels: int = 40_000_000) -> np.ndarray:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageDecodeError(f"image too large: {exc}") from exc
-    except (OSError, SyntaxError, ValueError, Image.UnidentifiedImageError) as exc:
-        raise ImageDecodeError(f"not a readable image: {exc}") from exc
+    except Image.UnidentifiedImageError as exc:
+        # PIL's own message names an internal buffer object: say it in the user's terms.
+        raise ImageDecodeError("not an image file, or a format that cannot be read") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageDecodeError(f"the image file is damaged or truncated ({exc})") from exc
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:

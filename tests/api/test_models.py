@@ -71,7 +71,7 @@ def test_reload_under_concurrent_requests_fails_none_of_them(
 def test_a_broken_bundle_is_refused_and_the_old_version_keeps_serving(
     client, settings, quick_bundle, tmp_path, admin_token, seller_token, first_version
 ):
-    publish(settings.MODEL_STORE_URI, copy_bundle_as(quick_bundle, tmp_path / "bad", "v-broken", break_file="fusion.keras"))
+    publish(settings.MODEL_STORE_URI, copy_bundle_as(quick_bundle, tmp_path / "bad", "v-broken", break_file="serving/fusion.onnx"))
     response = client.post("/models/reload", headers=bearer(admin_token))
     assert response.status_code == 409
     assert "v-broken refused" in response.json()["detail"]
