@@ -34,10 +34,11 @@ bench:  venv ## Serving and accuracy benchmarks (figures in docs/performance.md 
 	$(PY) -m benchmarks.serve
 	$(PY) -m benchmarks.accuracy
 
-test: venv  ## Lint, then run the whole test suite
+test: venv airflow-venv  ## Lint, then run the whole test suite (the DAG tests in the Airflow venv)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(PY) -m pytest
+	$(PY) -m pytest --ignore=tests/dags
+	$(AIRFLOW_PY) -m pytest tests/dags
 
 lint: venv  ## Lint only
 	$(VENV)/bin/ruff check .
@@ -58,8 +59,8 @@ stack: venv  ## Postgres + S3 (moto) + migrations + bootstrap + API on :8000, in
 stack-down:  ## Stop what `make stack` started
 	PY=$(PY) scripts/stack.sh down
 
-stack-retrain: venv  ## Run the retraining DAG once against the running stack
-	PY=$(PY) scripts/stack.sh retrain
+stack-retrain: venv  ## Run the retraining DAG once against the running stack (END=ISO: that week)
+	PY=$(PY) scripts/stack.sh retrain $(if $(END),--end $(END))
 
 stack-status:  ## What the stack runs, and the API's /ready
 	PY=$(PY) scripts/stack.sh status
