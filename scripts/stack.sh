@@ -5,7 +5,7 @@
 #
 #   scripts/stack.sh up        start everything, print the URLs      (make stack)
 #   scripts/stack.sh down      stop what `up` started                (make stack-down)
-#   scripts/stack.sh retrain   run the retraining DAG once           (make stack-retrain)
+#   scripts/stack.sh retrain [--end ISO]   run the retraining DAG once  (make stack-retrain)
 #   scripts/stack.sh status    what runs, and the API's /ready
 #   scripts/stack.sh env       print the environment the processes share
 #
@@ -213,7 +213,10 @@ cmd_up() {
   ) 2>&1 | tee "$STACK_DIR/init.log" | sed -u 's/^/[init] /'
 
   log "API on http://127.0.0.1:$STACK_PORT (log: $STACK_DIR/api.log)"
-  (load_env && start_bg api "$PY" -m api)
+  # The API process cannot import what the API image does not install (no TensorFlow):
+  # scripts/serve_only_site.py puts a blocker first on its PYTHONPATH.
+  "$PY" "$ROOT/scripts/serve_only_site.py" "$STACK_DIR/serve-only" | sed 's/^/[stack] /'
+  (load_env && PYTHONPATH="$STACK_DIR/serve-only:$PYTHONPATH" start_bg api "$PY" -m api)
   wait_http "http://127.0.0.1:$STACK_PORT/ready" "$STACK_READY_TIMEOUT" api
   UP_DONE=1
 
@@ -259,7 +262,13 @@ EOF
   fi
 }
 
-cmd_retrain() {
+cmd_retrain() {  # cmd_retrain [--end ISO8601]: the week before END (default: the DAG's interval)
+  local end=""
+  if [[ "${1:-}" == "--end" ]]; then
+    end="${2:?--end needs an ISO 8601 instant}"
+  elif [[ -n "${1:-}" ]]; then
+    die "usage: scripts/stack.sh retrain [--end ISO8601]"
+  fi
   alive api || die "the stack is not running: \`make stack\` first"
   load_env
   if [[ -x "$AIRFLOW_VENV/bin/airflow" && -f "$ROOT/airflow/dags/retrain.py" ]]; then
@@ -285,7 +294,10 @@ cmd_retrain() {
     "$AIRFLOW_VENV/bin/airflow" db migrate >"$STACK_DIR/airflow-db.log" 2>&1 \
       || { tail -n 40 "$STACK_DIR/airflow-db.log" >&2; die "airflow db migrate failed"; }
     log "Airflow: dags test rakuten_retrain (log: $STACK_DIR/retrain.log)"
-    "$AIRFLOW_VENV/bin/airflow" dags test rakuten_retrain 2>&1 | tee "$STACK_DIR/retrain.log" | sed -u 's/^/[retrain] /'
+    local conf=()
+    [[ -z "$end" ]] || conf=(--conf "{\"interval_end\": \"$end\"}")
+    "$AIRFLOW_VENV/bin/airflow" dags test rakuten_retrain "${conf[@]}" 2>&1 \
+      | tee "$STACK_DIR/retrain.log" | sed -u 's/^/[retrain] /'
     # `dags test` can exit 0 on a failed run: the run's final state decides.
     grep -q "DagRun Finished: dag_id=rakuten_retrain, .*state=success" "$STACK_DIR/retrain.log" \
       || die "the rakuten_retrain run did not succeed (log: $STACK_DIR/retrain.log)"
@@ -294,7 +306,9 @@ cmd_retrain() {
     # No Airflow virtualenv (`make airflow-venv`) or no DAG yet: the same pipeline functions
     # the DAG's tasks call, run in order by the project's interpreter.
     log "no $AIRFLOW_VENV or airflow/dags/retrain.py: running the pipeline with python -m pipelines.retrain"
-    "$PY" -m pipelines.retrain 2>&1 | tee "$STACK_DIR/retrain.log" | sed -u 's/^/[retrain] /'
+    local args=(run)
+    [[ -z "$end" ]] || args+=(--end "$end")
+    "$PY" -m pipelines.retrain "${args[@]}" 2>&1 | tee "$STACK_DIR/retrain.log" | sed -u 's/^/[retrain] /'
   fi
 }
 
@@ -302,7 +316,7 @@ case "${1:-}" in
   up) cmd_up ;;
   down) cmd_down ;;
   status) cmd_status ;;
-  retrain) cmd_retrain ;;
+  retrain) shift; cmd_retrain "$@" ;;
   env) load_env && grep -v '^#' "$ENV_FILE" ;;
   *) sed -n '2,12p' "$0"; exit 2 ;;
 esac

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import subprocess
 
 import pytest
 
@@ -45,10 +44,3 @@ def test_example_env_is_valid_settings_input(tmp_path, monkeypatch: pytest.Monke
     settings = Settings()
     assert settings.APP_ENV == "development"
     assert settings.MODEL_POLL_SECONDS == 30
-
-
-@pytest.mark.parametrize("script", ["scripts/stack.sh", "deploy/postgres/init-airflow-db.sh"])
-def test_shell_scripts_parse(script: str) -> None:
-    shell = "bash" if script.endswith("stack.sh") else "sh"
-    result = subprocess.run([shell, "-n", str(ROOT / script)], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr

@@ -1,10 +1,11 @@
 """The whole service end to end, as processes (scripts/stack.sh): what `docker compose up` runs.
 
 Postgres (a fresh database), an S3 server (moto; fresh buckets), migrations and the first-start
-bootstrap, the API; then a seller's day (register, predict text/image/both, read the logs,
-confirm products), the retraining pipeline against the same Postgres and S3 (through Airflow's
-`dags test` when .venv-airflow and the DAG exist, else `python -m pipelines.retrain`), and the
-API switching to the new version while it keeps answering predictions.
+bootstrap, the API (unable to import training packages, like its image); then a seller's day
+(register, predict text/image/both, read the logs, confirm products), the retraining pipeline
+against the same Postgres and S3 (Airflow's `dags test` when .venv-airflow and the DAG exist,
+else `python -m pipelines.retrain`), and the API switching to the promoted version while it
+keeps answering predictions.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -55,10 +57,10 @@ class Stack:
     dir: Path
 
     def run(
-        self, action: str, *, timeout: float, extra: dict[str, str] | None = None
+        self, action: str, *args: str, timeout: float, extra: dict[str, str] | None = None
     ) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [str(STACK), action],
+            [str(STACK), action, *args],
             env={**self.env, **(extra or {})},
             cwd=ROOT,
             capture_output=True,
@@ -235,31 +237,54 @@ class Traffic:
                 time.sleep(0.05)
 
 
+def _wait_for_version(traffic: Traffic, version: str, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and (not traffic.versions or traffic.versions[-1] != version):
+        time.sleep(0.5)
+    time.sleep(1.0)  # a few more requests on that version
+
+
 def test_retraining_promotes_a_new_version_that_the_api_serves_without_a_failed_request(
     stack: Stack, client: httpx.Client, admin: dict[str, str], seller: dict[str, str], first_version: str
 ) -> None:
+    from pipelines.retrain import last_week
+
+    # A quick model, and a gate that lets a candidate as good as production through: this
+    # test is about the plumbing (Postgres, S3, the DAG, the reload), not about the model.
+    relaxed = {"TRAIN_QUICK": "true", "GATE_MIN_IMPROVEMENT": "-1.0", "GATE_MAX_RECALL_DROP": "1.0"}
+
+    def retrain(*args: str) -> None:
+        started = time.perf_counter()
+        result = stack.run("retrain", *args, timeout=1800, extra=relaxed)
+        assert result.returncode == 0, f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}\n{stack.logs()}"
+        print(f"\nretraining {' '.join(args)} in {time.perf_counter() - started:.0f} s")
+
     traffic = Traffic(stack.url, seller)
     thread = threading.Thread(target=traffic.run, name="traffic", daemon=True)
     thread.start()
+    expected = [first_version]
     try:
-        started = time.perf_counter()
-        # A quick model, and a gate that lets it through: this test is about the plumbing
-        # (Postgres, S3, the pipeline, the reload), not about the model getting better.
-        result = stack.run(
-            "retrain",
-            timeout=1800,
-            extra={"TRAIN_QUICK": "true", "GATE_MIN_IMPROVEMENT": "-1.0", "GATE_MAX_RECALL_DROP": "1.0"},
-        )
-        assert result.returncode == 0, f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}\n{stack.logs()}"
-        print(f"\nretraining in {time.perf_counter() - started:.0f} s")
-
+        retrain()
+        versions = [v["version"] for v in client.get("/models", headers=admin).json()["versions"]]
+        assert len(versions) == 2, versions  # the bootstrap's and this run's candidate
+        candidate = next(v for v in versions if v != first_version)
+        if production_version(client, admin) != candidate:
+            # The gate refused the candidate. The bootstrap model trained on every product,
+            # including the held-out ones both are scored on, so it can look better than a
+            # candidate that never saw them. An admin promotes the candidate by hand (what a
+            # refusal leaves to a person); from then on both sides of the gate trained on the
+            # same split, and next week's run is compared fairly.
+            promoted = client.post(f"/models/{candidate}/promote", headers=admin)
+            assert promoted.status_code == 200, promoted.text
+            assert promoted.json()["loaded"]["version"] == candidate
+            expected.append(candidate)
+            _wait_for_version(traffic, candidate)
+            retrain("--end", (last_week()[1] + timedelta(weeks=1)).isoformat())
         new_version = production_version(client, admin)
-        assert new_version and new_version != first_version, result.stdout[-3000:]
-        # The pipeline asked the API to reload; the poller (1 s here) would have done it too.
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and (not traffic.versions or traffic.versions[-1] != new_version):
-            time.sleep(0.5)
-        time.sleep(1.0)  # a few more requests on the new version
+        assert new_version not in expected, "the retraining promoted nothing"
+        expected.append(new_version)
+        # The DAG asked the API to reload; the poller (1 s here) would have done it too.
+        _wait_for_version(traffic, new_version)
     finally:
         traffic.stop.set()
         thread.join(timeout=120)
@@ -267,13 +292,12 @@ def test_retraining_promotes_a_new_version_that_the_api_serves_without_a_failed_
     assert traffic.statuses, "no prediction was sent during the retraining"
     assert not traffic.errors, traffic.errors[:5]
     assert set(traffic.statuses) == {200}
-    assert traffic.versions[0] == first_version and traffic.versions[-1] == new_version
-    switch = traffic.versions.index(new_version)
-    assert set(traffic.versions[switch:]) == {new_version}, "the API went back to the old version"
+    # Versions only move forward: no request was answered by an older model after a newer one.
+    seen = [v for i, v in enumerate(traffic.versions) if i == 0 or v != traffic.versions[i - 1]]
+    assert seen == expected, seen
 
     answer = client.post("/predict", headers=seller, data={"designation": TITLE})
     assert answer.status_code == 200 and answer.json()["model_version"] == new_version
-    loaded = client.get("/models", headers=admin).json()["loaded"]
-    assert loaded["version"] == new_version
+    assert client.get("/models", headers=admin).json()["loaded"]["version"] == new_version
     metrics = client.get("/metrics").text
     assert f'model_version_info{{version="{new_version}"}} 1.0' in metrics
