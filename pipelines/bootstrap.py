@@ -18,6 +18,7 @@ from config import VAR_DIR, Settings, get_settings
 from db.session import make_engine, make_session_factory
 from db.tables import Product
 from pipelines.registry_ops import promote_version, publish_bundle
+from pipelines.snapshot import is_evaluation
 from store.blob import open_blob_store
 from store.models import open_model_store
 
@@ -65,6 +66,11 @@ def bootstrap(settings: Settings, *, n_products: int = 1500, seed: int = 0) -> s
 
     started = step(3, "training a --quick bundle on the product database")
     dataset = load_products(session_factory, image_store)
+    # Leave out the retraining pipeline's fixed evaluation split, so that the first weekly
+    # run compares its candidate with this model on products neither has trained on.
+    dataset = dataset.subset(
+        [i for i, pid in enumerate(dataset.product_ids) if not is_evaluation(pid, settings.EVAL_FRACTION)]
+    )
     with tempfile.TemporaryDirectory(prefix="bundle-", dir=VAR_DIR) as tmp:
         bundle = train([dataset], Path(tmp) / "bundle", seed=seed, quick=True)
         logger.info("      done in %.1f s: %s", time.perf_counter() - started, bundle)
