@@ -47,7 +47,7 @@ CONFIDENCE_BINS = 10
 # Upper bounds (exclusive) of the text-length bins, in characters of cleaned text.
 TEXT_LENGTH_EDGES = (1, 50, 100, 200, 500, 1000, 2000)
 # Keys a bundle's metadata.json may record its training class counts under.
-CLASS_COUNT_KEYS = ("class_counts", "label_counts", "train_class_counts")
+CLASS_COUNT_KEYS = ("train_class_distribution", "class_counts", "label_counts")
 _IN_CHUNK = 500
 
 

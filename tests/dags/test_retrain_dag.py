@@ -94,6 +94,8 @@ def run_dag(logical_date: datetime):  # type: ignore[no-untyped-def]
     from airflow.dag_processing.dagbag import DagBag
 
     dag = DagBag(dag_folder=DAGS_FOLDER).dags["rakuten_retrain"]
+    for task in dag.tasks:  # a failure must fail the test now, not wait for a retry 10 minutes later
+        task.retries = 0
     started = time.perf_counter()
     run = dag.test(logical_date=logical_date)
     return run, time.perf_counter() - started
@@ -139,7 +141,7 @@ def test_the_first_run_publishes_and_promotes_its_candidate(pipeline, first_run)
     assert row.location == store.location(version)
     assert row.gate["promote"] is True
     assert row.gate["production_version"] is None
-    assert row.gate["candidate_score"] > 0.3  # a real model: well above 1/27
+    assert row.gate["candidate_score"] > 0.2  # a real model: far above chance (1/27)
 
     snapshot = xcom(first_run, "snapshot")
     assert snapshot["uri"].endswith("/snapshots/20250602T030000Z_20250609T030000Z")
@@ -199,7 +201,7 @@ def test_a_worse_candidate_is_published_but_refused_and_production_stays(pipelin
     assert xcom(run, "reload_api") == {"reloaded": False, "detail": "nothing promoted"}
     logger.warning(
         "refuse run gate: %s",
-        {k: gate[k] for k in ("reason", "candidate_score", "production_score", "improvement")},
+        {k: gate[k] for k in ("reason", "candidate_score", "production_score", "improvement", "kinds")},
     )
 
 

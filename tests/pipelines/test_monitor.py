@@ -18,6 +18,7 @@ from pipelines.monitor import (
     Report,
     Thresholds,
     build_report,
+    bundle_class_shares,
     confidence_histogram,
     hit_rates,
     monitor_window,
@@ -61,6 +62,13 @@ def test_hit_rates_count_only_confirmed_requests():
     assert rates == {"confirmed": 4, "top1_hit_rate": 0.5, "topk_hit_rate": 0.75, "k": 3}
     assert hit_rates(logs, confirmed, k=1)["topk_hit_rate"] == 0.5
     assert hit_rates(logs, {}, k=3)["top1_hit_rate"] is None
+
+
+def test_the_training_class_mix_is_read_from_the_bundle_metadata_when_it_has_one():
+    metadata = {"version": "v1", "train_class_distribution": {"10": 30, "1560": 10}}
+
+    assert bundle_class_shares(metadata) == {"10": 0.75, "1560": 0.25}
+    assert bundle_class_shares({"version": "v1"}) is None
 
 
 def test_confidence_histogram_and_text_length_bins():
