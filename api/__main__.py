@@ -13,7 +13,10 @@ from config import get_settings
 def main() -> None:
     settings = get_settings()
     logging.basicConfig(level=settings.LOG_LEVEL, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run(create_app(settings), host=settings.HOST, port=settings.PORT, log_level="info")
+    level = settings.LOG_LEVEL.lower()
+    uvicorn.run(
+        create_app(settings), host=settings.HOST, port=settings.PORT, log_level=level, access_log=level == "debug"
+    )
 
 
 if __name__ == "__main__":

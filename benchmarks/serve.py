@@ -85,11 +85,14 @@ def run_load(send: Callable[[httpx.Client], httpx.Response], n: int, concurrency
                     if next(counter, None) is None:
                         return
                 started = time.perf_counter()
-                response = send(client)
+                try:
+                    ok = send(client).status_code == 200
+                except httpx.HTTPError:
+                    ok = False
                 elapsed = time.perf_counter() - started
                 with lock:
                     latencies.append(elapsed)
-                    errors += response.status_code != 200
+                    errors += not ok
 
     started = time.perf_counter()
     threads = [threading.Thread(target=worker) for _ in range(concurrency)]
