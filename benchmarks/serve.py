@@ -147,6 +147,7 @@ def main(argv: list[str] | None = None) -> None:
         "PORT": str(api_port),
         "LOG_LEVEL": "WARNING",
         "FIRST_ADMIN_PASSWORD": "bench-admin-password",
+        "SECRET_KEY": "benchmark-secret-key-0123456789-abcdefghij",
     }
     subprocess.run([sys.executable, "-m", "db.migrate", "upgrade"], env=env, check=True, cwd=ROOT)
     api = subprocess.Popen([sys.executable, "-m", "api"], env=env, cwd=ROOT)
