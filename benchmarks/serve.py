@@ -158,9 +158,9 @@ def main(argv: list[str] | None = None) -> None:
         api_url, naive_url = f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{naive_port}"
         wait_until_up(f"{api_url}/ready", api)
         wait_until_up(f"{naive_url}/docs", naive)
-        token = httpx.post(f"{api_url}/login", data={"username": "admin", "password": "bench-admin-password"}).json()[
-            "access_token"
-        ]
+        token = httpx.post(
+            f"{api_url}/login", data={"username": "admin", "password": "bench-admin-password"}
+        ).json()["access_token"]
         auth = {"Authorization": f"Bearer {token}"}
         image = jpeg_500()
         scenarios = {
@@ -172,7 +172,13 @@ def main(argv: list[str] | None = None) -> None:
         for name, (data, img) in scenarios.items():
             for target, url, headers in (("service", api_url, auth), ("naive", naive_url, {})):
 
-                def send(client: httpx.Client, url: str = url, headers: dict = headers) -> httpx.Response:
+                def send(
+                    client: httpx.Client,
+                    url: str = url,
+                    headers: dict = headers,
+                    data: dict = data,
+                    img: bytes | None = img,
+                ) -> httpx.Response:
                     files = {"image": ("p.jpg", img, "image/jpeg")} if img is not None else None
                     return client.post(f"{url}/predict", data=data, files=files, headers=headers)
 
@@ -198,7 +204,9 @@ def main(argv: list[str] | None = None) -> None:
             f"{r['throughput_rps']:>9.1f}{r['errors']:>8d}"
         )
     for name in scenarios:
-        ratio = results[f"{name}/service/c8"]["throughput_rps"] / results[f"{name}/naive/c8"]["throughput_rps"]
+        ratio = (
+            results[f"{name}/service/c8"]["throughput_rps"] / results[f"{name}/naive/c8"]["throughput_rps"]
+        )
         print(f"{name}: service throughput at concurrency 8 = {ratio:.1f}x the naive baseline")
     print(f"service resident memory after the run: {memory:.0f} MB")
 
