@@ -15,7 +15,11 @@ def main() -> None:
     logging.basicConfig(level=settings.LOG_LEVEL, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     level = settings.LOG_LEVEL.lower()
     uvicorn.run(
-        create_app(settings), host=settings.HOST, port=settings.PORT, log_level=level, access_log=level == "debug"
+        create_app(settings),
+        host=settings.HOST,
+        port=settings.PORT,
+        log_level=level,
+        access_log=level == "debug",
     )
 
 

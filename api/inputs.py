@@ -200,6 +200,7 @@ def _validate(fields: dict[str, Any], settings: Settings, content_type: str) -> 
         summary.update(image_width=int(image.shape[1]), image_height=int(image.shape[0]))
     if not text and image is None:
         raise InputError(
-            422, "Nothing to classify: send a designation, a description or an image (HTML or blanks alone do not count)"
+            422,
+            "Nothing to classify: send a designation, a description or an image (HTML or blanks alone do not count)",
         )
     return PredictInput(designation, description, text, image, fields["top_k"], summary)

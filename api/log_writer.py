@@ -136,7 +136,9 @@ class LogWriter:
         with self._spill_path.open("a", encoding="utf-8") as handle:
             for row in rows:
                 handle.write(json.dumps(row, default=_json_default) + "\n")
-        logger.error("database unreachable at shutdown: spilled %d prediction logs to %s", len(rows), self._spill_path)
+        logger.error(
+            "database unreachable at shutdown: spilled %d prediction logs to %s", len(rows), self._spill_path
+        )
 
     def _replay_spill(self) -> None:
         if self._spill_path is None or not self._spill_path.is_file():

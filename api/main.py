@@ -137,13 +137,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(BodyTooLargeError)
     async def body_too_large(request: Request, exc: BodyTooLargeError) -> JSONResponse:
-        return JSONResponse({"detail": f"Request body over {max_body_bytes(settings)} bytes"}, status_code=413)
+        return JSONResponse(
+            {"detail": f"Request body over {max_body_bytes(settings)} bytes"}, status_code=413
+        )
 
     @app.exception_handler(Exception)
     async def unhandled(request: Request, exc: Exception) -> JSONResponse:
         # A 500 is always a bug: log it with the request id the client saw.
         request_id = getattr(request.state, "request_id", None)
-        logger.exception("unhandled error on %s %s (request %s)", request.method, request.url.path, request_id)
+        logger.exception(
+            "unhandled error on %s %s (request %s)", request.method, request.url.path, request_id
+        )
         return JSONResponse({"detail": "Internal server error", "request_id": request_id}, status_code=500)
 
     @app.get("/metrics", include_in_schema=False)

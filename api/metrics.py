@@ -23,7 +23,9 @@ class Metrics:
             registry=self.registry,
         )
         self.predictions = Counter(
-            "predictions_total", "Predictions by model kind and outcome", ["model_kind", "outcome"],
+            "predictions_total",
+            "Predictions by model kind and outcome",
+            ["model_kind", "outcome"],
             registry=self.registry,
         )
         self.prediction_latency = Histogram(

@@ -115,7 +115,9 @@ class ModelManager:
             except Exception as exc:  # a broken bundle must never replace a working one
                 self._fail(f"version {bundle.version} refused: {exc}")
                 raise ReloadError(self.last_error) from exc
-            loaded = LoadedModel(runtime=runtime, version=bundle.version, path=bundle.path, source=bundle.source)
+            loaded = LoadedModel(
+                runtime=runtime, version=bundle.version, path=bundle.path, source=bundle.source
+            )
             self._current = loaded  # the atomic swap
             self.last_error = None
             logger.info(

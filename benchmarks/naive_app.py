@@ -39,7 +39,9 @@ def build(bundle: str) -> FastAPI:
         text = combine_text(designation, description)
         pixels = load_image(image.file.read(), size)[None] if image is not None else None
         if text and pixels is not None:
-            probs = fusion_model.predict({"text": np.array([text], dtype=object), "image": pixels}, verbose=0)[0]
+            probs = fusion_model.predict(
+                {"text": np.array([text], dtype=object), "image": pixels}, verbose=0
+            )[0]
         elif text:
             probs = text_model.predict({"text": np.array([text], dtype=object)}, verbose=0)[0]
         else:

@@ -66,7 +66,9 @@ def list_products(
     if created_by is not None:
         stmt = stmt.where(Product.created_by == created_by)
     total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
-    rows = session.scalars(stmt.order_by(Product.created_at.desc(), Product.id.desc()).offset(offset).limit(limit))
+    rows = session.scalars(
+        stmt.order_by(Product.created_at.desc(), Product.id.desc()).offset(offset).limit(limit)
+    )
     return total, list(rows)
 
 
@@ -75,7 +77,9 @@ def delete_product(*, session: Session, product: Product) -> None:
     session.commit()
 
 
-def set_label_status(*, session: Session, product: Product, label_status: str, reason: str | None = None) -> Product:
+def set_label_status(
+    *, session: Session, product: Product, label_status: str, reason: str | None = None
+) -> Product:
     product.label_status = label_status
     product.quarantine_reason = reason if label_status == "quarantined" else None
     session.commit()

@@ -48,7 +48,11 @@ def publish_bundle(
 
 
 def promote_version(
-    store: ModelStore, session_factory: sessionmaker[Session], version: str, *, gate: dict[str, Any] | None = None
+    store: ModelStore,
+    session_factory: sessionmaker[Session],
+    version: str,
+    *,
+    gate: dict[str, Any] | None = None,
 ) -> Promotion:
     """Move the production pointer to `version` and record it (with the gate's decision)."""
     promotion = store.promote(version)

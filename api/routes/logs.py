@@ -31,11 +31,18 @@ def _check_range(since: datetime | None, until: datetime | None) -> None:
 
 @router.get("/me", response_model=Page[LogOut])
 def my_logs(
-    session: SessionDep, user: CurrentUser, since: Since = None, until: Until = None, offset: Offset = 0, limit: Limit = 50
+    session: SessionDep,
+    user: CurrentUser,
+    since: Since = None,
+    until: Until = None,
+    offset: Offset = 0,
+    limit: Limit = 50,
 ) -> Page[LogOut]:
     """The signed-in user's own prediction logs, newest first."""
     _check_range(since, until)
-    total, rows = logs.query_logs(session=session, user_id=user.id, since=since, until=until, offset=offset, limit=limit)
+    total, rows = logs.query_logs(
+        session=session, user_id=user.id, since=since, until=until, offset=offset, limit=limit
+    )
     return _page(total, rows, offset, limit)
 
 

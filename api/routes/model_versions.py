@@ -36,7 +36,12 @@ async def list_models(request: Request, _user: CurrentUser) -> dict[str, Any]:
         except Exception as exc:  # the store being down must not break this page
             logger.warning("model store unreachable: %s", exc)
             versions, production, reachable = [], None, False
-        return {"store": store.uri, "store_reachable": reachable, "versions": versions, "production": production}
+        return {
+            "store": store.uri,
+            "store_reachable": reachable,
+            "versions": versions,
+            "production": production,
+        }
 
     result = await run_in_threadpool(read_store)
     result["loaded"] = state.models.status()
@@ -44,13 +49,17 @@ async def list_models(request: Request, _user: CurrentUser) -> dict[str, Any]:
 
 
 @router.post("/reload")
-async def reload_model(request: Request, _admin: AdminUser, body: ReloadRequest | None = None) -> dict[str, Any]:
+async def reload_model(
+    request: Request, _admin: AdminUser, body: ReloadRequest | None = None
+) -> dict[str, Any]:
     """Load the production version (or a given one) now, checked before the swap (admins only)."""
     manager = request.app.state.models
     try:
         result = await run_in_threadpool(manager.reload, body.version if body else None)
     except ReloadError as exc:
-        raise HTTPException(status.HTTP_409_CONFLICT, f"{exc}; still serving {manager.status()['version']}") from exc
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, f"{exc}; still serving {manager.status()['version']}"
+        ) from exc
     except ValueError as exc:  # a malformed version id
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
     return {
@@ -69,7 +78,12 @@ def _registry_call(request: Request, action: str, version: str | None = None) ->
     state = request.app.state
     try:
         if action == "promote":
-            promotion = promote_version(state.model_store, state.session_factory, version or "", gate={"reason": "manual promotion by an admin"})
+            promotion = promote_version(
+                state.model_store,
+                state.session_factory,
+                version or "",
+                gate={"reason": "manual promotion by an admin"},
+            )
         else:
             promotion = rollback_production(state.model_store, state.session_factory)
     except ModelStoreError as exc:
@@ -80,7 +94,12 @@ def _registry_call(request: Request, action: str, version: str | None = None) ->
         detail = reload.detail
     except ReloadError as exc:
         detail = f"promoted, but this API could not load it: {exc}"
-    return {"production": promotion.version, "action": promotion.action, "loaded": state.models.status(), "detail": detail}
+    return {
+        "production": promotion.version,
+        "action": promotion.action,
+        "loaded": state.models.status(),
+        "detail": detail,
+    }
 
 
 @router.post("/{version}/promote")

@@ -41,7 +41,11 @@ MULTIPART_SCHEMA = {
     "properties": {
         "designation": {"type": "string", "description": "Product title"},
         "description": {"type": "string", "description": "Product description (HTML allowed)"},
-        "image": {"type": "string", "format": "binary", "description": "Product photo (any format PIL reads)"},
+        "image": {
+            "type": "string",
+            "format": "binary",
+            "description": "Product photo (any format PIL reads)",
+        },
         "top_k": {"type": "integer", "minimum": 1, "maximum": 27, "default": 5},
     },
 }
@@ -126,7 +130,9 @@ async def predict(request: Request) -> JSONResponse:
         latency_ms = round((time.perf_counter() - started) * 1000, 3)
         log.update(
             model_kind=kind,
-            predictions=[{"prdtypecode": p["prdtypecode"], "probability": p["probability"]} for p in predictions],
+            predictions=[
+                {"prdtypecode": p["prdtypecode"], "probability": p["probability"]} for p in predictions
+            ],
             top_prdtypecode=predictions[0]["prdtypecode"],
             top_probability=predictions[0]["probability"],
             suggestion_size=len(suggestions),

@@ -35,7 +35,9 @@ class ProductJSON(BaseModel):
 @router.get("/categories", response_model=list[CategoryOut])
 def list_categories(request: Request, session: SessionDep) -> list[CategoryOut]:
     """The product types and their names (the category mapper)."""
-    return [CategoryOut(prdtypecode=c, category=n) for c, n in products.list_categories(session=session).items()]
+    return [
+        CategoryOut(prdtypecode=c, category=n) for c, n in products.list_categories(session=session).items()
+    ]
 
 
 @router.post(
@@ -69,7 +71,10 @@ async def submit_product(request: Request, user: CurrentUser) -> ProductOut:
     state = request.app.state
     try:
         _, fields = await read_fields(
-            request, state.settings, ProductJSON, {"designation", "description", "image", "prdtypecode", "request_id"}
+            request,
+            state.settings,
+            ProductJSON,
+            {"designation", "description", "image", "prdtypecode", "request_id"},
         )
         designation, description = fields.get("designation") or "", fields.get("description") or ""
         check_text_length("designation", designation, state.settings)
@@ -94,7 +99,9 @@ async def submit_product(request: Request, user: CurrentUser) -> ProductOut:
     def store() -> ProductOut:
         image_ref = None
         if image_bytes is not None:
-            image_ref = state.image_store.put_content_addressed(image_bytes, suffix=".jpg", namespace="products")
+            image_ref = state.image_store.put_content_addressed(
+                image_bytes, suffix=".jpg", namespace="products"
+            )
         with state.session_factory() as session:
             product = products.create_product(
                 session=session,
@@ -134,7 +141,9 @@ def list_products(
         offset=offset,
         limit=limit,
     )
-    return Page[ProductOut](items=[ProductOut.model_validate(p) for p in rows], total=total, offset=offset, limit=limit)
+    return Page[ProductOut](
+        items=[ProductOut.model_validate(p) for p in rows], total=total, offset=offset, limit=limit
+    )
 
 
 def _get_or_404(session, product_id: int):  # type: ignore[no-untyped-def]
@@ -160,11 +169,15 @@ def read_product_image(product_id: int, request: Request, session: SessionDep, _
 
 
 @router.patch("/products/{product_id}", response_model=ProductOut)
-def update_product(product_id: int, body: ProductUpdate, session: SessionDep, _admin: AdminUser) -> ProductOut:
+def update_product(
+    product_id: int, body: ProductUpdate, session: SessionDep, _admin: AdminUser
+) -> ProductOut:
     """Verify or quarantine a product (admins only)."""
     product = _get_or_404(session, product_id)
     return ProductOut.model_validate(
-        products.set_label_status(session=session, product=product, label_status=body.label_status, reason=body.reason)
+        products.set_label_status(
+            session=session, product=product, label_status=body.label_status, reason=body.reason
+        )
     )
 
 

@@ -67,9 +67,7 @@ def seller_token_factory():
 
     def make(client: TestClient) -> str:
         admin = login(client, *ADMIN)
-        client.post(
-            "/register", json={"username": SELLER[0], "password": SELLER[1]}, headers=bearer(admin)
-        )
+        client.post("/register", json={"username": SELLER[0], "password": SELLER[1]}, headers=bearer(admin))
         return login(client, *SELLER)
 
     return make

@@ -31,6 +31,7 @@ class FlakyFactory:
         self.calls += 1
         session = self.factory()
         if self.calls <= self.failures:
+
             def broken(*args, **kwargs):
                 raise OperationalError("INSERT", {}, Exception("connection reset"))
 

@@ -25,7 +25,9 @@ def client(settings, quick_bundle):
 
 @pytest.fixture
 def other_seller(client, admin_token):
-    client.post("/register", json={"username": "seller2", "password": "seller2-pass"}, headers=bearer(admin_token))
+    client.post(
+        "/register", json={"username": "seller2", "password": "seller2-pass"}, headers=bearer(admin_token)
+    )
     return login(client, "seller2", "seller2-pass")
 
 
@@ -69,7 +71,9 @@ def test_admins_filter_every_log_by_user_model_and_outcome(client, admin_token, 
     assert client.get("/logs", headers=bearer(seller_token)).status_code == 403
 
 
-def test_a_seller_confirms_a_product_which_is_stored_unverified(client, seller_token, session_factory, settings):
+def test_a_seller_confirms_a_product_which_is_stored_unverified(
+    client, seller_token, session_factory, settings
+):
     answer = predict(client, seller_token, designation=TITLE, image=jpeg_bytes()).json()
     response = client.post(
         "/products",

@@ -62,7 +62,12 @@ def test_reload_under_concurrent_requests_fails_none_of_them(
     stop.set()
     for thread in threads:
         thread.join()
-    assert reload == {"changed": True, "version": second, "previous": first_version, "detail": "loaded from store"}
+    assert reload == {
+        "changed": True,
+        "version": second,
+        "previous": first_version,
+        "detail": "loaded from store",
+    }
     assert statuses and set(statuses) == {200}
     assert versions <= {first_version, second}
     assert predict(client, seller_token, designation=TITLE).json()["model_version"] == second
@@ -71,7 +76,10 @@ def test_reload_under_concurrent_requests_fails_none_of_them(
 def test_a_broken_bundle_is_refused_and_the_old_version_keeps_serving(
     client, settings, quick_bundle, tmp_path, admin_token, seller_token, first_version
 ):
-    publish(settings.MODEL_STORE_URI, copy_bundle_as(quick_bundle, tmp_path / "bad", "v-broken", break_file="serving/fusion.onnx"))
+    publish(
+        settings.MODEL_STORE_URI,
+        copy_bundle_as(quick_bundle, tmp_path / "bad", "v-broken", break_file="serving/fusion.onnx"),
+    )
     response = client.post("/models/reload", headers=bearer(admin_token))
     assert response.status_code == 409
     assert "v-broken refused" in response.json()["detail"]
@@ -81,11 +89,18 @@ def test_a_broken_bundle_is_refused_and_the_old_version_keeps_serving(
     assert "v-broken" in ready["model"]["last_error"]
 
 
-def test_an_explicit_version_can_be_loaded(client, settings, quick_bundle, tmp_path, admin_token, seller_token):
-    other = publish(settings.MODEL_STORE_URI, copy_bundle_as(quick_bundle, tmp_path / "v3", "v-third"), promote=False)
+def test_an_explicit_version_can_be_loaded(
+    client, settings, quick_bundle, tmp_path, admin_token, seller_token
+):
+    other = publish(
+        settings.MODEL_STORE_URI, copy_bundle_as(quick_bundle, tmp_path / "v3", "v-third"), promote=False
+    )
     response = client.post("/models/reload", json={"version": other}, headers=bearer(admin_token))
     assert response.json()["version"] == other
-    assert client.post("/models/reload", json={"version": "v-missing"}, headers=bearer(admin_token)).status_code == 409
+    assert (
+        client.post("/models/reload", json={"version": "v-missing"}, headers=bearer(admin_token)).status_code
+        == 409
+    )
 
 
 def test_the_api_polls_the_production_pointer(settings, quick_bundle, tmp_path, first_version):

@@ -58,7 +58,9 @@ def test_image_only_goes_to_the_image_model(client, seller_token):
 
 
 def test_text_and_image_go_to_the_fusion_model(client, seller_token):
-    response = predict(client, seller_token, designation=TITLE, description="<p>Kit complet</p>", image=jpeg_bytes())
+    response = predict(
+        client, seller_token, designation=TITLE, description="<p>Kit complet</p>", image=jpeg_bytes()
+    )
     assert response.status_code == 200, response.text
     assert response.json()["model"] == "fusion"
 
@@ -87,7 +89,9 @@ def test_suggestions_are_the_calibrated_set_most_likely_first(client, seller_tok
     probs = [s["probability"] for s in suggestions]
     assert probs == sorted(probs, reverse=True)
     # The set is the head of the ranking (smallest set reaching the calibrated threshold).
-    assert [s["prdtypecode"] for s in suggestions] == [p["prdtypecode"] for p in body["predictions"][: len(suggestions)]]
+    assert [s["prdtypecode"] for s in suggestions] == [
+        p["prdtypecode"] for p in body["predictions"][: len(suggestions)]
+    ]
 
 
 def test_json_with_base64_image_matches_the_multipart_answer(client, seller_token):
@@ -146,8 +150,19 @@ def bomb() -> bytes:
         ({"image": bomb()}, 422, "over the limit"),
         ({"designation": TITLE, "colour": "red"}, 422, "Unknown form field"),
     ],
-    ids=["nothing", "blank", "html-only", "too-long", "top_k-0", "top_k-28", "top_k-text", "not-image",
-         "truncated", "bomb", "unknown-field"],
+    ids=[
+        "nothing",
+        "blank",
+        "html-only",
+        "too-long",
+        "top_k-0",
+        "top_k-28",
+        "top_k-text",
+        "not-image",
+        "truncated",
+        "bomb",
+        "unknown-field",
+    ],
 )
 def test_bad_multipart_inputs_get_a_clear_4xx(client, seller_token, kwargs, status, fragment):
     response = predict(client, seller_token, **kwargs)
@@ -175,7 +190,9 @@ def test_bad_json_inputs_get_a_422(client, seller_token, body, fragment):
 
 def test_malformed_json_is_a_422(client, seller_token):
     response = client.post(
-        "/predict", content=b'{"designation": ', headers={**bearer(seller_token), "Content-Type": "application/json"}
+        "/predict",
+        content=b'{"designation": ',
+        headers={**bearer(seller_token), "Content-Type": "application/json"},
     )
     assert response.status_code == 422
     assert "Malformed JSON" in response.json()["detail"]

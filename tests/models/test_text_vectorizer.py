@@ -44,7 +44,9 @@ def test_the_numpy_replica_matches_the_keras_layer_exactly(config, tmp_path):
     replica = NumpyTextVectorizer.from_keras_layer(layer)
     np.testing.assert_array_equal(replica.transform(TEXTS), expected)
     replica.save(tmp_path / "vectorizer.json")
-    np.testing.assert_array_equal(NumpyTextVectorizer.load(tmp_path / "vectorizer.json").transform(TEXTS), expected)
+    np.testing.assert_array_equal(
+        NumpyTextVectorizer.load(tmp_path / "vectorizer.json").transform(TEXTS), expected
+    )
 
 
 def test_keras_lowercases_ascii_only_and_so_does_the_replica():
