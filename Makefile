@@ -37,8 +37,11 @@ bench:  venv ## Serving and accuracy benchmarks (figures in docs/performance.md 
 test: venv airflow-venv  ## Lint, then run the whole test suite (the DAG tests in the Airflow venv)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(PY) -m pytest --ignore=tests/dags
+	$(PY) -m pytest --ignore=tests/dags -m "not e2e"
 	$(AIRFLOW_PY) -m pytest tests/dags
+
+test-e2e: venv airflow-venv  ## The end-to-end stack test (Postgres, S3, API, retraining DAG): minutes
+	$(PY) -m pytest tests/deploy/test_stack_e2e.py
 
 lint: venv  ## Lint only
 	$(VENV)/bin/ruff check .

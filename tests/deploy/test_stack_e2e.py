@@ -28,7 +28,7 @@ import pytest
 from tests.api.serving import jpeg_bytes
 from tests.deploy.helpers import ROOT, find_binary, missing
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
+pytestmark = [pytest.mark.slow, pytest.mark.e2e, pytest.mark.timeout(2400)]
 
 STACK = ROOT / "scripts" / "stack.sh"
 ADMIN = ("admin", "e2e-admin-password-1")
