@@ -75,6 +75,8 @@ async def read_fields(
 ) -> tuple[str, dict[str, Any]]:
     """The request's fields from a multipart form or a JSON body; images as raw bytes."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if not content_type and not await request.body():
+        return content_type, {}  # an empty request: "nothing usable sent", not a media-type error
     try:
         if content_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
             return content_type, await _read_form(request, settings, form_fields)
