@@ -1,9 +1,15 @@
 """Evaluate a bundle on a labelled dataset: one JSON object, one entry per model kind.
 
-    python -m models.evaluate --bundle BUNDLE_DIR --data DIR
+    python -m models.evaluate --bundle BUNDLE_DIR --data DIR [--data DIR ...]
 
 Each model is scored on the products that have the inputs it needs (text: products with
-text; image: with an image; fusion: with both), through the same serving runtime the API uses.
+text; image: with an image; fusion: with both), through the same serving runtime the API
+uses, so the figures are those of what is served. Every entry has the same keys:
+
+    {n, accuracy, weighted_f1, macro_f1, top3, top5, set_coverage, set_mean_size,
+     per_class_recall: {prdtypecode: recall}}
+
+A model with no product to score reports n = 0 and nulls (and an empty per_class_recall).
 """
 
 from __future__ import annotations
@@ -23,50 +29,67 @@ from models.data import Dataset, load_challenge_folder
 
 logger = logging.getLogger(__name__)
 KINDS = ("text", "image", "fusion")
+FIGURES = ("accuracy", "weighted_f1", "macro_f1", "top3", "top5", "set_coverage", "set_mean_size")
 
 
-def _f1(y: np.ndarray, pred: np.ndarray, n_classes: int) -> tuple[float, float, np.ndarray]:
-    """Weighted F1, macro F1 (over classes present in y) and per-class recall."""
+def f1_scores(y: np.ndarray, pred: np.ndarray, n_classes: int) -> tuple[float, float, np.ndarray]:
+    """Weighted F1, macro F1 (both over the classes present in `y`) and per-class recall.
+
+    Args:
+        y: True class indices.
+        pred: Predicted class indices.
+        n_classes: Number of classes.
+
+    Returns:
+        (weighted F1, macro F1, recall per class with NaN where the class is absent from y).
+    """
     f1s, supports, recalls = [], [], np.full(n_classes, np.nan)
     for c in range(n_classes):
-        tp = np.sum((pred == c) & (y == c))
-        support = np.sum(y == c)
-        predicted = np.sum(pred == c)
+        support = int(np.sum(y == c))
         if support == 0:
             continue
+        tp = int(np.sum((pred == c) & (y == c)))
+        predicted = int(np.sum(pred == c))
         recall = tp / support
         precision = tp / predicted if predicted else 0.0
         f1s.append(0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall))
         supports.append(support)
         recalls[c] = recall
-    if not supports:
-        return float("nan"), float("nan"), recalls
     return float(np.average(f1s, weights=supports)), float(np.mean(f1s)), recalls
 
 
 def evaluate_arrays(
-    probs: np.ndarray, y: np.ndarray, calibration: dict[str, Any], labels: list[int]
+    probs: np.ndarray, y: np.ndarray, calibration_entry: dict[str, Any], labels: list[int]
 ) -> tuple[dict[str, Any], np.ndarray]:
-    """The evaluate-schema figures and the confusion matrix for one model's predictions."""
+    """The evaluate-schema figures and the confusion matrix for one model's predictions.
+
+    Args:
+        probs: (n, len(labels)) probabilities.
+        y: (n,) true class indices (positions in `labels`).
+        calibration_entry: The model's calibration entry (for the suggestion sets).
+        labels: The prdtypecodes in output order.
+
+    Returns:
+        (figures, confusion matrix with true classes as rows).
+    """
     n_classes = len(labels)
     confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
+    y = np.asarray(y, dtype=np.int64)
     if len(y) == 0:
-        empty = dict.fromkeys(
-            ("accuracy", "weighted_f1", "macro_f1", "top3", "top5", "set_coverage", "set_mean_size")
-        )
-        return {"n": 0, **empty, "per_class_recall": {}}, confusion
-    order = np.argsort(-probs, axis=1)
+        return {"n": 0, **dict.fromkeys(FIGURES), "per_class_recall": {}}, confusion
+    probs = np.asarray(probs, dtype=np.float64)
+    order = np.argsort(-probs, axis=1, kind="stable")
     pred = order[:, 0]
     np.add.at(confusion, (y, pred), 1)
-    weighted, macro, recalls = _f1(y, pred, n_classes)
-    coverage, size = set_metrics(probs, y, calibration)
+    weighted, macro, recalls = f1_scores(y, pred, n_classes)
+    coverage, size = set_metrics(probs, y, calibration_entry)
     return {
         "n": len(y),
         "accuracy": float(np.mean(pred == y)),
         "weighted_f1": weighted,
         "macro_f1": macro,
-        "top3": float(np.mean([t in row[:3] for t, row in zip(y, order, strict=True)])),
-        "top5": float(np.mean([t in row[:5] for t, row in zip(y, order, strict=True)])),
+        "top3": float(np.mean((order[:, :3] == y[:, None]).any(axis=1))),
+        "top5": float(np.mean((order[:, :5] == y[:, None]).any(axis=1))),
         "set_coverage": coverage,
         "set_mean_size": size,
         "per_class_recall": {str(labels[c]): float(r) for c, r in enumerate(recalls) if not np.isnan(r)},
@@ -74,25 +97,32 @@ def evaluate_arrays(
 
 
 def evaluate_bundle(bundle_dir: Path, dataset: Dataset) -> dict[str, Any]:
-    """Score the bundle's three models on `dataset`.
+    """Score the bundle's three models on `dataset` through the serving runtime.
 
     Args:
-        bundle_dir: a complete bundle (with its serving exports).
-        dataset: labelled products.
+        bundle_dir: A complete bundle.
+        dataset: Labelled products (products whose label the bundle does not know are skipped).
 
     Returns:
-        {"text"|"image"|"fusion": {n, accuracy, weighted_f1, macro_f1, top3, top5,
+        {"text" | "image" | "fusion": {n, accuracy, weighted_f1, macro_f1, top3, top5,
         set_coverage, set_mean_size, per_class_recall}}.
+
+    Raises:
+        BundleError: When the bundle is incomplete or its models do not run.
     """
     from models.preprocessing import ImageDecodeError, decode_image
-    from models.serving import ModelRuntime
+    from models.runtime import ModelRuntime
 
     runtime = ModelRuntime.from_bundle(bundle_dir)
     labels = runtime.labels
     known = np.isin(dataset.labels, labels)
+    if not known.all():
+        logger.warning("skipping %d products whose label the bundle does not know", int((~known).sum()))
     texts = dataset.texts
+    has_text = np.array([bool(t) for t in texts], dtype=bool) & known
+    candidates = np.flatnonzero(dataset.has_image & known)
     images: dict[int, np.ndarray] = {}
-    for i in np.flatnonzero(dataset.has_image & known):
+    for i in candidates:
         data = dataset.image_bytes(int(i))
         if data is None:
             continue
@@ -100,10 +130,9 @@ def evaluate_bundle(bundle_dir: Path, dataset: Dataset) -> dict[str, Any]:
             images[int(i)] = decode_image(data)
         except ImageDecodeError:
             logger.warning("skipping the undecodable image of product %s", dataset.product_ids[i])
-    has_text = np.array([bool(t) for t in texts], dtype=bool)
     has_image = np.zeros(len(dataset), dtype=bool)
     has_image[list(images)] = True
-    masks = {"text": has_text & known, "image": has_image & known, "fusion": has_text & has_image & known}
+    masks = {"text": has_text, "image": has_image, "fusion": has_text & has_image}
     result: dict[str, Any] = {}
     for kind in KINDS:
         rows = [int(i) for i in np.flatnonzero(masks[kind])]
@@ -121,17 +150,19 @@ def evaluate_bundle(bundle_dir: Path, dataset: Dataset) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Evaluate a model bundle on a challenge-layout folder.")
-    parser.add_argument("--bundle", required=True, type=Path)
-    parser.add_argument("--data", required=True, type=Path)
+    parser = argparse.ArgumentParser(description="Evaluate a model bundle on challenge-layout folders.")
+    parser.add_argument("--bundle", required=True, type=Path, help="a bundle directory")
+    parser.add_argument("--data", required=True, type=Path, action="append", help="a challenge-layout folder")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    from models.bundle import BundleError
+
     try:
-        dataset = load_challenge_folder(args.data)
+        dataset = Dataset.concat([load_challenge_folder(folder) for folder in args.data])
         result = evaluate_bundle(args.bundle, dataset)
-    except (FileNotFoundError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)  # noqa: T201
+    except (FileNotFoundError, BundleError) as exc:
+        logger.error("%s", exc)
         return 2
     print(json.dumps(result, indent=2))  # noqa: T201 - the CLI's output is the JSON object
     return 0

@@ -7,6 +7,60 @@ from typing import Any
 
 import numpy as np
 
+COLUMNS = ("n", "accuracy", "weighted_f1", "macro_f1", "top3", "top5", "set_coverage", "set_mean_size")
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def plot_confusions(path: Path, labels: list[int], confusions: dict[str, np.ndarray]) -> None:
+    """One row-normalised confusion matrix per model kind, side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(confusions), figsize=(7 * len(confusions), 7), squeeze=False)
+    for ax, (kind, matrix) in zip(axes[0], confusions.items(), strict=True):
+        rows = matrix.sum(axis=1, keepdims=True)
+        normalised = np.divide(matrix, rows, out=np.zeros_like(matrix, dtype=float), where=rows > 0)
+        ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
+        ax.set_title(f"{kind} (test, n={int(matrix.sum())})")
+        ax.set_xticks(range(len(labels)), [str(c) for c in labels], rotation=90, fontsize=6)
+        ax.set_yticks(range(len(labels)), [str(c) for c in labels], fontsize=6)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def plot_histories(path: Path, histories: dict[str, dict[str, list[float]]]) -> None:
+    """Loss and accuracy per epoch of each model (training and validation)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, len(histories), figsize=(5 * len(histories), 7), squeeze=False)
+    for col, (kind, history) in enumerate(histories.items()):
+        for row, metric in enumerate(("loss", "accuracy")):
+            ax = axes[row][col]
+            for key in (metric, f"val_{metric}"):
+                values = history.get(key) or []
+                if values:
+                    ax.plot(range(1, len(values) + 1), values, label=key)
+            ax.set_title(f"{kind} {metric}")
+            ax.set_xlabel("epoch")
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
 
 def write_report(
     out_dir: Path,
@@ -15,64 +69,65 @@ def write_report(
     confusions: dict[str, np.ndarray],
     histories: dict[str, dict[str, list[float]]],
 ) -> None:
-    """Write report.md, confusion_matrix.png and training_curves.png into `out_dir`."""
-    import matplotlib
+    """Write report.md, confusion_matrix.png and training_curves.png into `out_dir`.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Args:
+        out_dir: The bundle directory being written.
+        metadata: The bundle's metadata.
+        metrics: The test-split figures per model kind (evaluate schema).
+        confusions: Test-split confusion matrices per model kind.
+        histories: Keras training histories per model kind.
+    """
+    out_dir = Path(out_dir)
+    labels = [int(c) for c in metadata["labels"]]
+    plot_confusions(out_dir / "confusion_matrix.png", labels, confusions)
+    plot_histories(out_dir / "training_curves.png", histories)
 
-    labels = metadata["labels"]
-    fig, axes = plt.subplots(1, 3, figsize=(21, 7))
-    for ax, (kind, matrix) in zip(axes, confusions.items(), strict=False):
-        rows = matrix.sum(axis=1, keepdims=True)
-        ax.imshow(
-            np.divide(matrix, rows, out=np.zeros_like(matrix, dtype=float), where=rows > 0), cmap="Blues"
-        )
-        ax.set_title(f"{kind} (n={int(matrix.sum())})")
-        ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=6)
-        ax.set_yticks(range(len(labels)), labels, fontsize=6)
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("true")
-    fig.tight_layout()
-    fig.savefig(out_dir / "confusion_matrix.png", dpi=80)
-    plt.close(fig)
-
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    for ax, (kind, history) in zip(axes, histories.items(), strict=False):
-        for key, values in history.items():
-            if values:
-                ax.plot(range(1, len(values) + 1), values, label=key)
-        ax.set_title(kind)
-        ax.set_xlabel("epoch")
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out_dir / "training_curves.png", dpi=80)
-    plt.close(fig)
-
-    def fmt(value: Any) -> str:
-        return "-" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
-
-    columns = ["n", "accuracy", "weighted_f1", "macro_f1", "top3", "top5", "set_coverage", "set_mean_size"]
+    hp = metadata.get("hyperparameters", {})
     lines = [
         f"# Model bundle {metadata['version']}",
         "",
-        f"Created {metadata['created_at']} from data {metadata['data_fingerprint'][:12]} "
-        f"(code {metadata['code_revision'][:12]}); quick: {metadata['quick']}; "
-        f"trained in {metadata['training_seconds']} s.",
+        f"Created {metadata['created_at']} from data `{metadata['data_fingerprint'][:12]}` "
+        f"(code `{str(metadata['code_revision'])[:12]}`); quick: {metadata.get('quick')}; "
+        f"trained in {metadata.get('training_seconds', '?')} s.",
         "",
-        f"Split sizes: {metadata['counts']}.",
+        f"Text model: `{hp.get('text_arch')}`; image model: CNN at {metadata['image_size']} px; "
+        f"fusion: `{hp.get('fusion_arch')}`.",
+        "",
+        "## Splits (by product id)",
+        "",
+        "| split | products | with text | with image | with both |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for name, counts in metadata.get("counts", {}).items():
+        lines.append(
+            f"| {name} | {counts['products']} | {counts['text']} | {counts['image']} | {counts['both']} |"
+        )
+    lines += [
         "",
         "## Test-split figures",
         "",
-        "| model | " + " | ".join(columns) + " |",
-        "| --- | " + " | ".join("---" for _ in columns) + " |",
+        "Each model on the test products that have its inputs.",
+        "",
+        "| model | " + " | ".join(COLUMNS) + " |",
+        "| --- | " + " | ".join("---" for _ in COLUMNS) + " |",
     ]
     for kind, figures in metrics.items():
-        lines.append(f"| {kind} | " + " | ".join(fmt(figures.get(c)) for c in columns) + " |")
+        lines.append(f"| {kind} | " + " | ".join(_fmt(figures.get(c)) for c in COLUMNS) + " |")
+    pairs = metadata.get("test_pairs")
+    if pairs:
+        lines += [
+            "",
+            f"On the {pairs['n']} test products with both inputs, accuracy: text "
+            f"{_fmt(pairs['text_accuracy'])}, image {_fmt(pairs['image_accuracy'])}, "
+            f"fusion {_fmt(pairs['fusion_accuracy'])}.",
+        ]
     lines += [
         "",
-        "Suggestion sets: split conformal prediction (LAC score) calibrated for 95% coverage on a "
-        "held-out calibration split; `set_coverage` is measured on the test split.",
+        f"Suggestion sets: split conformal prediction (`{hp.get('conformal_method', 'lac')}` score), "
+        f"calibrated for {1 - float(hp.get('alpha', 0.05)):.0%} coverage on the calibration split "
+        "(the fusion model on its real pairs plus same-class pseudo pairs); `set_coverage` is "
+        "measured on the test split.",
         "",
         "![confusion matrices](confusion_matrix.png)",
         "",
@@ -81,7 +136,7 @@ def write_report(
         "## Hyperparameters",
         "",
         "```",
-        *[f"{k}: {v}" for k, v in metadata["hyperparameters"].items()],
+        *[f"{k}: {v}" for k, v in hp.items()],
         "```",
         "",
     ]

@@ -1,0 +1,200 @@
+"""A model bundle on disk: what it holds, how to read it, and how to tell it is complete.
+
+Layout (written by `models.train`, immutable once written):
+
+    text.keras, image.keras, fusion.keras   the Keras models (raw inputs: `text`, `image`)
+    metadata.json                           version, labels, categories, inputs, image size,
+                                            data fingerprint, hyperparameters, code revision, counts
+    metrics.json                            test-split figures, `models.evaluate` schema
+    calibration.json                        conformal thresholds per model kind
+    report.md, confusion_matrix.png, training_curves.png
+    serving/                                ONNX exports + NumPy vectorisers (`models.export`)
+
+Reading metadata needs no TensorFlow; only `load_bundle(..., load_models=True)` imports Keras.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+METADATA_FILE = "metadata.json"
+METRICS_FILE = "metrics.json"
+CALIBRATION_FILE = "calibration.json"
+REPORT_FILE = "report.md"
+CONFUSION_FILE = "confusion_matrix.png"
+CURVES_FILE = "training_curves.png"
+SERVING_SPEC_PATH = "serving/serving.json"
+MODEL_FILES: dict[str, str] = {"text": "text.keras", "image": "image.keras", "fusion": "fusion.keras"}
+KINDS: tuple[str, ...] = tuple(MODEL_FILES)
+REQUIRED_FILES: tuple[str, ...] = (
+    *MODEL_FILES.values(),
+    METADATA_FILE,
+    METRICS_FILE,
+    CALIBRATION_FILE,
+    REPORT_FILE,
+    CONFUSION_FILE,
+    CURVES_FILE,
+)
+REQUIRED_METADATA: tuple[str, ...] = (
+    "version",
+    "created_at",
+    "labels",
+    "categories",
+    "inputs",
+    "image_size",
+    "data_fingerprint",
+    "hyperparameters",
+    "code_revision",
+    "counts",
+)
+# v + UTC time + "-" + the first 6 hex digits of the training data's fingerprint.
+BUNDLE_VERSION_FORMAT = "v%Y%m%d-%H%M%S-<6 hex of data fingerprint>"
+VERSION_PATTERN = re.compile(r"v\d{8}-\d{6}-[0-9a-f]{6}")
+
+
+class BundleError(RuntimeError):
+    """The directory is not a complete, consistent model bundle (the message says why)."""
+
+
+def make_version(fingerprint: str, created: datetime) -> str:
+    """The version id of a bundle: `v20261127-113005-ab12cd` (UTC time, data fingerprint)."""
+    return f"v{created:%Y%m%d-%H%M%S}-{fingerprint[:6]}"
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Pretty JSON, UTF-8, French names kept readable."""
+    Path(path).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from `path`, or BundleError naming the file."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise BundleError(f"{path.parent}: {path.name} is missing") from exc
+    except (OSError, ValueError) as exc:
+        raise BundleError(f"{path}: unreadable JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise BundleError(f"{path}: expected a JSON object")
+    return data
+
+
+def read_metadata(bundle_dir: Path) -> dict[str, Any]:
+    """The bundle's metadata.json (BundleError when missing or unreadable)."""
+    return read_json(Path(bundle_dir) / METADATA_FILE)
+
+
+def validate_bundle(bundle_dir: str | Path, *, require_serving: bool = True) -> dict[str, Any]:
+    """Check that `bundle_dir` is a complete bundle; return its metadata.
+
+    Args:
+        bundle_dir: The directory to check.
+        require_serving: Also require the ONNX serving exports (what the runtime loads).
+
+    Returns:
+        The metadata.
+
+    Raises:
+        BundleError: With every problem found, when the bundle is incomplete or inconsistent.
+    """
+    root = Path(bundle_dir)
+    if not root.is_dir():
+        raise BundleError(f"{root}: no such bundle directory")
+    problems: list[str] = []
+    expected = list(REQUIRED_FILES) + ([SERVING_SPEC_PATH] if require_serving else [])
+    problems += [f"{name} is missing" for name in expected if not (root / name).is_file()]
+    problems += [
+        f"{name} is empty"
+        for name in expected
+        if (root / name).is_file() and (root / name).stat().st_size == 0
+    ]
+    metadata: dict[str, Any] = {}
+    if (root / METADATA_FILE).is_file():
+        try:
+            metadata = read_metadata(root)
+        except BundleError as exc:
+            problems.append(str(exc))
+    if metadata:
+        problems += [f"metadata.json has no {key!r}" for key in REQUIRED_METADATA if key not in metadata]
+        labels = metadata.get("labels")
+        if not isinstance(labels, list) or not labels or not all(isinstance(c, int) for c in labels):
+            problems.append("metadata.json 'labels' must be a non-empty list of int prdtypecodes")
+        elif len(set(labels)) != len(labels):
+            problems.append("metadata.json 'labels' has duplicates")
+        if not isinstance(metadata.get("image_size"), int) or metadata.get("image_size", 0) < 8:
+            problems.append("metadata.json 'image_size' must be an int >= 8")
+    if (root / CALIBRATION_FILE).is_file():
+        try:
+            calibration = read_json(root / CALIBRATION_FILE)
+            for kind in KINDS:
+                entry = calibration.get(kind)
+                if not isinstance(entry, dict) or "method" not in entry:
+                    problems.append(f"calibration.json has no entry for the {kind} model")
+        except BundleError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise BundleError(f"{root} is not a complete bundle: " + "; ".join(problems))
+    return metadata
+
+
+@dataclass
+class Bundle:
+    """A validated bundle: its files' contents, and the Keras models when asked for."""
+
+    path: Path
+    metadata: dict[str, Any]
+    metrics: dict[str, Any]
+    calibration: dict[str, Any]
+    models: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def version(self) -> str:
+        return str(self.metadata["version"])
+
+    @property
+    def labels(self) -> list[int]:
+        return [int(c) for c in self.metadata["labels"]]
+
+    @property
+    def image_size(self) -> int:
+        return int(self.metadata["image_size"])
+
+
+def load_bundle(bundle_dir: str | Path, *, load_models: bool = False, require_serving: bool = True) -> Bundle:
+    """Validate and read a bundle.
+
+    Args:
+        bundle_dir: The bundle directory.
+        load_models: Also load the three Keras models (imports TensorFlow).
+        require_serving: Require the ONNX serving exports (see `validate_bundle`).
+
+    Returns:
+        The `Bundle`.
+
+    Raises:
+        BundleError: When the bundle is incomplete or a model does not load.
+    """
+    root = Path(bundle_dir)
+    metadata = validate_bundle(root, require_serving=require_serving)
+    bundle = Bundle(
+        path=root,
+        metadata=metadata,
+        metrics=read_json(root / METRICS_FILE),
+        calibration=read_json(root / CALIBRATION_FILE),
+    )
+    if load_models:
+        import keras
+
+        import models.builders  # noqa: F401 - registers the custom layers before loading
+
+        for kind, name in MODEL_FILES.items():
+            try:
+                bundle.models[kind] = keras.models.load_model(root / name)
+            except Exception as exc:  # corrupt archives raise anything from zipfile to h5py
+                raise BundleError(f"{root / name} does not load: {exc}") from exc
+    return bundle

@@ -1,0 +1,138 @@
+"""The serving runtime: same answers as the Keras models, fast, thread-safe, refuses broken bundles."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.bundle import BundleError, load_bundle
+from models.preprocessing import resize_image
+from models.runtime import ModelRuntime
+
+pytestmark = pytest.mark.slow
+
+TEXTS = [
+    "Bâche de piscine hors sol 4x8 m",
+    "Roman policier, édition de poche",
+    "Console PS4 Pro 1 To + manette",
+    "Figurine Pop Star Wars",
+    "",
+    "x" * 3000,
+]
+
+
+@pytest.fixture(scope="module")
+def runtime(quick_bundle: Path) -> ModelRuntime:
+    return ModelRuntime.from_bundle(quick_bundle)
+
+
+def _images(n: int, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    shapes = [(48, 48), (256, 256), (31, 97), (500, 120), (64, 64), (10, 10)]
+    return [rng.integers(0, 256, (*shapes[i % len(shapes)], 3), dtype=np.uint8) for i in range(n)]
+
+
+def test_the_runtime_knows_its_version_and_labels(runtime: ModelRuntime, quick_bundle: Path) -> None:
+    metadata = json.loads((quick_bundle / "metadata.json").read_text())
+    assert runtime.version == metadata["version"]
+    assert runtime.labels == metadata["labels"]
+    runtime.self_check()
+
+
+def test_runtime_predictions_equal_the_keras_models(runtime: ModelRuntime, quick_bundle: Path) -> None:
+    import tensorflow as tf
+
+    models = load_bundle(quick_bundle, load_models=True).models
+    images = _images(len(TEXTS))
+    resized = np.stack([resize_image(img, runtime.image_size) for img in images])
+    texts = tf.constant(TEXTS)
+    expected = {
+        "text": np.asarray(models["text"](texts)),
+        "image": np.asarray(models["image"](resized)),
+        "fusion": np.asarray(models["fusion"]({"text": texts, "image": tf.constant(resized)})),
+    }
+    for i, (text, image) in enumerate(zip(TEXTS, images, strict=True)):
+        np.testing.assert_allclose(runtime.predict_text(text), expected["text"][i], atol=1e-4)
+        np.testing.assert_allclose(runtime.predict_image(image), expected["image"][i], atol=1e-4)
+        np.testing.assert_allclose(runtime.predict_fusion(text, image), expected["fusion"][i], atol=1e-4)
+
+
+def test_suggestion_sets_are_label_indices_by_decreasing_probability(runtime: ModelRuntime) -> None:
+    probs = runtime.predict_text("piscine hors sol")
+    members = runtime.suggestion_set("text", probs)
+    assert len(members) >= 1 and members[0] == int(np.argmax(probs))
+    assert np.all(np.diff(probs[members]) <= 0)
+    assert all(0 <= m < len(runtime.labels) for m in members)
+    with pytest.raises(ValueError):
+        runtime.suggestion_set("audio", probs)
+
+
+def test_concurrent_callers_get_the_same_answers_as_one_caller(runtime: ModelRuntime) -> None:
+    images = _images(12, seed=1)
+    texts = [TEXTS[i % len(TEXTS)] + f" {i}" for i in range(12)]
+    sequential = [
+        (runtime.predict_text(t), runtime.predict_image(im), runtime.predict_fusion(t, im))
+        for t, im in zip(texts, images, strict=True)
+    ]
+
+    def work(i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return (
+            runtime.predict_text(texts[i]),
+            runtime.predict_image(images[i]),
+            runtime.predict_fusion(texts[i], images[i]),
+        )
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        concurrent = list(pool.map(work, [i % 12 for i in range(96)]))
+    for k, answers in enumerate(concurrent):
+        for got, want in zip(answers, sequential[k % 12], strict=True):
+            np.testing.assert_allclose(got, want, atol=1e-6)
+
+
+def test_a_prediction_takes_milliseconds_not_a_keras_predict_call(runtime: ModelRuntime) -> None:
+    image = _images(1)[0]
+    timings = []
+    for _ in range(30):
+        started = time.perf_counter()
+        runtime.predict_fusion("Bâche de piscine hors sol 4x8 m", image)
+        timings.append(time.perf_counter() - started)
+    # Typically 1-3 ms here; a generous bound that a per-call `model.predict` (~30 ms) would miss.
+    assert float(np.median(timings)) < 0.025
+
+
+def _broken(quick_bundle: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "bundle"
+    shutil.copytree(quick_bundle, copy)
+    return copy
+
+
+def test_a_bundle_without_a_model_is_refused(quick_bundle: Path, tmp_path: Path) -> None:
+    bundle = _broken(quick_bundle, tmp_path)
+    (bundle / "image.keras").unlink()
+    with pytest.raises(BundleError, match=r"image\.keras is missing"):
+        ModelRuntime.from_bundle(bundle)
+
+
+def test_a_bundle_with_a_corrupt_serving_model_is_refused(quick_bundle: Path, tmp_path: Path) -> None:
+    bundle = _broken(quick_bundle, tmp_path)
+    (bundle / "serving" / "text.onnx").write_bytes(b"not a model")
+    with pytest.raises(BundleError):
+        ModelRuntime.from_bundle(bundle)
+
+
+def test_a_bundle_without_calibration_is_refused(quick_bundle: Path, tmp_path: Path) -> None:
+    bundle = _broken(quick_bundle, tmp_path)
+    (bundle / "calibration.json").write_text(json.dumps({"text": {"method": "lac"}}))
+    with pytest.raises(BundleError, match="no entry for the image model"):
+        ModelRuntime.from_bundle(bundle)
+
+
+def test_a_missing_directory_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(BundleError, match="no such bundle"):
+        ModelRuntime.from_bundle(tmp_path / "nowhere")

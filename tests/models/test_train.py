@@ -1,0 +1,106 @@
+"""Training: splits by product id, pseudo pairs, and a quick run that writes a complete bundle."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from db.categories import CATEGORIES
+from models.bundle import REQUIRED_FILES, VERSION_PATTERN, validate_bundle
+from models.train import SPLITS, main, pseudo_pairs, split_of, train
+
+CHANCE = 1 / len(CATEGORIES)
+
+
+def test_a_product_keeps_its_split_whatever_else_is_in_the_data() -> None:
+    ids = [f"p{i}" for i in range(2000)]
+    alone = split_of(ids[:100], seed=0)
+    together = split_of(ids, seed=0)
+    assert alone.tolist() == together[:100].tolist()
+    assert split_of(ids, seed=0).tolist() == together.tolist()
+    assert split_of(ids, seed=1).tolist() != together.tolist()
+
+
+def test_the_splits_have_about_their_intended_sizes() -> None:
+    counts = Counter(split_of([str(i) for i in range(20_000)], seed=0).tolist())
+    for name, fraction in SPLITS.items():
+        assert counts[name] / 20_000 == pytest.approx(fraction, abs=0.015)
+
+
+def test_pseudo_pairs_join_texts_and_images_of_the_same_class_only() -> None:
+    y = np.array([0, 0, 1, 1, 2, 0, 1, 2])
+    text_rows, image_rows = np.array([0, 2, 4]), np.array([1, 3, 5, 6])
+    t, i = pseudo_pairs(text_rows, image_rows, y, per_text=5, seed=0)
+    assert len(t) == len(i) > 0
+    assert (y[t] == y[i]).all()
+    assert set(i.tolist()) <= set(image_rows.tolist())
+    assert 4 not in t.tolist()  # class 2 has no image: no pair
+
+
+def test_training_refuses_to_write_into_a_non_empty_directory(tmp_path: Path) -> None:
+    (tmp_path / "bundle").mkdir()
+    (tmp_path / "bundle" / "something").write_text("x")
+    with pytest.raises(FileExistsError):
+        train([], tmp_path / "bundle", quick=True)
+
+
+def test_the_cli_fails_cleanly_on_a_folder_that_is_not_a_catalogue(tmp_path: Path, caplog) -> None:
+    assert main(["--data", str(tmp_path), "--out", str(tmp_path / "bundle"), "--quick"]) == 2
+    assert not (tmp_path / "bundle").exists()
+
+
+@pytest.mark.slow
+def test_a_quick_training_writes_a_complete_bundle(quick_bundle: Path) -> None:
+    metadata = validate_bundle(quick_bundle)
+    for name in REQUIRED_FILES:
+        assert (quick_bundle / name).stat().st_size > 0
+    assert VERSION_PATTERN.fullmatch(metadata["version"])
+    assert metadata["labels"] == sorted(CATEGORIES)
+    assert metadata["categories"] == {str(code): name for code, name in CATEGORIES.items()}
+    assert metadata["data_fingerprint"][:6] == metadata["version"][-6:]
+    assert set(metadata["counts"]) == set(SPLITS)
+    assert metadata["inputs"]["image"]["dtype"] == "uint8"
+    assert metadata["code_revision"]
+    assert not list(quick_bundle.parent.glob(".*partial*"))  # the temporary folder is gone
+
+
+@pytest.mark.slow
+def test_every_quick_model_beats_chance_by_a_wide_margin(quick_bundle: Path) -> None:
+    metrics = json.loads((quick_bundle / "metrics.json").read_text())
+    for kind in ("text", "image", "fusion"):
+        assert metrics[kind]["n"] > 20
+        assert metrics[kind]["accuracy"] > 8 * CHANCE, (kind, metrics[kind]["accuracy"])
+        assert metrics[kind]["top5"] > metrics[kind]["accuracy"]
+
+
+@pytest.mark.slow
+def test_the_fusion_model_is_at_least_as_good_as_either_model_on_products_with_both(
+    quick_bundle: Path,
+) -> None:
+    pairs = json.loads((quick_bundle / "metadata.json").read_text())["test_pairs"]
+    assert pairs["n"] > 20
+    # A couple of products of slack: the quick test split is small.
+    assert pairs["fusion_accuracy"] >= max(pairs["text_accuracy"], pairs["image_accuracy"]) - 2 / pairs["n"]
+
+
+@pytest.mark.slow
+def test_the_bundle_holds_a_calibration_entry_per_model(quick_bundle: Path) -> None:
+    calibration = json.loads((quick_bundle / "calibration.json").read_text())
+    for kind in ("text", "image", "fusion"):
+        entry = calibration[kind]
+        assert entry["method"] in {"lac", "aps"}
+        assert entry["n"] > 0
+        assert entry["threshold"] is None or 0.0 < entry["threshold"] <= 1.0
+
+
+@pytest.mark.slow
+def test_the_report_shows_the_figures_and_the_plots(quick_bundle: Path) -> None:
+    report = (quick_bundle / "report.md").read_text()
+    version = json.loads((quick_bundle / "metadata.json").read_text())["version"]
+    assert version in report
+    assert "confusion_matrix.png" in report and "training_curves.png" in report
+    assert (quick_bundle / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
