@@ -61,18 +61,19 @@ def session(session_factory: sessionmaker[Session]) -> Iterator[Session]:
 
 
 @pytest.fixture(scope="session")
-def synthetic_catalogue(tmp_path_factory) -> Path:
-    """A small synthetic catalogue in the challenge layout (generated once per session)."""
+def quick_catalogue(tmp_path_factory) -> Path:
+    """A small synthetic catalogue in the challenge layout (seed 0, generated once per session)."""
     from models.synthetic import generate_catalogue
 
-    return generate_catalogue(tmp_path_factory.mktemp("catalogue") / "synthetic", n_products=900, seed=7)
+    return generate_catalogue(tmp_path_factory.mktemp("train") / "catalogue", n_products=900, seed=0)
 
 
 @pytest.fixture(scope="session")
-def quick_bundle(tmp_path_factory, synthetic_catalogue: Path) -> Path:
-    """A model bundle trained with --quick on the synthetic catalogue (once per session)."""
+def quick_bundle(tmp_path_factory, quick_catalogue: Path) -> Path:
+    """A model bundle trained with --quick on the synthetic catalogue, once for the whole session
+    (the API, model, UI and pipeline tests share it)."""
     from models.data import load_challenge_folder
     from models.train import train
 
     out = tmp_path_factory.mktemp("bundle") / "bundle"
-    return train([load_challenge_folder(synthetic_catalogue)], out, seed=0, quick=True)
+    return train([load_challenge_folder(quick_catalogue)], out, seed=0, quick=True)
