@@ -89,12 +89,14 @@ def read_metadata(bundle_dir: Path) -> dict[str, Any]:
     return read_json(Path(bundle_dir) / METADATA_FILE)
 
 
-def validate_bundle(bundle_dir: str | Path, *, require_serving: bool = True) -> dict[str, Any]:
+def validate_bundle(bundle_dir: str | Path, *, require_serving: bool | None = None) -> dict[str, Any]:
     """Check that `bundle_dir` is a complete bundle; return its metadata.
 
     Args:
         bundle_dir: The directory to check.
-        require_serving: Also require the ONNX serving exports (what the runtime loads).
+        require_serving: Also require the ONNX serving exports; None (default) requires them
+            unless metadata.json says the bundle was written without (`serving_exports`: false,
+            the LSTM reference).
 
     Returns:
         The metadata.
@@ -106,6 +108,14 @@ def validate_bundle(bundle_dir: str | Path, *, require_serving: bool = True) -> 
     if not root.is_dir():
         raise BundleError(f"{root}: no such bundle directory")
     problems: list[str] = []
+    metadata: dict[str, Any] = {}
+    if (root / METADATA_FILE).is_file():
+        try:
+            metadata = read_metadata(root)
+        except BundleError as exc:
+            problems.append(str(exc))
+    if require_serving is None:
+        require_serving = bool(metadata.get("serving_exports", True))
     expected = list(REQUIRED_FILES) + ([SERVING_SPEC_PATH] if require_serving else [])
     problems += [f"{name} is missing" for name in expected if not (root / name).is_file()]
     problems += [
@@ -113,12 +123,6 @@ def validate_bundle(bundle_dir: str | Path, *, require_serving: bool = True) -> 
         for name in expected
         if (root / name).is_file() and (root / name).stat().st_size == 0
     ]
-    metadata: dict[str, Any] = {}
-    if (root / METADATA_FILE).is_file():
-        try:
-            metadata = read_metadata(root)
-        except BundleError as exc:
-            problems.append(str(exc))
     if metadata:
         problems += [f"metadata.json has no {key!r}" for key in REQUIRED_METADATA if key not in metadata]
         labels = metadata.get("labels")
@@ -165,7 +169,9 @@ class Bundle:
         return int(self.metadata["image_size"])
 
 
-def load_bundle(bundle_dir: str | Path, *, load_models: bool = False, require_serving: bool = True) -> Bundle:
+def load_bundle(
+    bundle_dir: str | Path, *, load_models: bool = False, require_serving: bool | None = None
+) -> Bundle:
     """Validate and read a bundle.
 
     Args:

@@ -1,62 +1,114 @@
 """The serving fast path: `ModelRuntime.from_bundle(path)`, what the API predicts with.
 
 The bundle is validated first (`models.bundle.validate_bundle`: a `BundleError` says what is
-missing), then its ONNX exports are loaded by the engine in `models.serving` (ONNX Runtime
-plus NumPy text vectorisers read from the trained layers: no TensorFlow in the serving
-process, a few hundred microseconds to a couple of milliseconds per call, well under the
-API's memory budget). Every model is warmed up and checked on dummy input before
-`from_bundle` returns.
+missing), then one of two engines runs the models:
+
+- ``onnx`` (the default whenever the bundle has its `serving/` exports, which `models.train`
+  writes for every shipped architecture): the engine of `models.serving`, ONNX Runtime plus
+  NumPy text vectorisers read from the trained layers. No TensorFlow in the process: about
+  170 MB resident, a few milliseconds per call.
+- ``keras``: the `.keras` models behind `tf.function`s with fixed input signatures (traced
+  once, at load), for bundles without exports (the LSTM reference, whose integer-sequence
+  vectoriser has no NumPy replica). Around 2-3 ms per call, but TensorFlow's memory.
 
 Inputs are what training saw: text through `models.preprocessing.combine_text` (the caller
-does it), images resized with `models.preprocessing.resize_image` to the bundle's image
-size before the call. The runtime is safe to call from many threads at once: ONNX Runtime
-sessions are thread-safe and the vectorisers are pure functions.
+does it), images resized with `models.preprocessing.resize_image` to the bundle's image size
+before the call. Every model is warmed up and checked on dummy input before `from_bundle`
+returns. Safe to call from many threads at once: ONNX Runtime sessions and concrete
+TensorFlow functions are thread-safe, and the vectorisers are pure functions.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 
-from models import serving
-from models.bundle import KINDS, BundleError, validate_bundle
+from models.bundle import KINDS, SERVING_SPEC_PATH, BundleError, load_bundle
+from models.calibration import suggestion_set as conformal_set
+from models.preprocessing import resize_image
+
+logger = logging.getLogger(__name__)
+
+Engine = Literal["auto", "onnx", "keras"]
+_SELF_CHECK_TEXT = "bâche piscine hors sol"
 
 
-class ModelRuntime(serving.ModelRuntime):
+class ModelRuntime:
     """Predict with a bundle's text, image and fusion models (probabilities over `labels`).
 
     Attributes:
+        path: The bundle directory.
+        metadata: The bundle's metadata.json.
         version: The bundle's version id.
         labels: The prdtypecodes in output order.
-        calibration: The conformal entries per model kind.
+        calibration: The conformal entries per model kind (calibration.json).
         image_size: The side images are resized to before the image models.
+        engine: "onnx" or "keras".
     """
 
+    def __init__(
+        self,
+        path: Path,
+        metadata: dict[str, Any],
+        calibration: dict[str, Any],
+        predict: Callable[[str, str | None, np.ndarray | None], np.ndarray],
+        engine: str,
+    ) -> None:
+        self.path = path
+        self.metadata = metadata
+        self.version: str = str(metadata["version"])
+        self.labels: list[int] = [int(c) for c in metadata["labels"]]
+        self.calibration = calibration
+        self.image_size = int(metadata["image_size"])
+        self.engine = engine
+        self._predict = predict
+
     @classmethod
-    def from_bundle(cls, path: str | Path, *, threads: int = 1) -> ModelRuntime:
+    def from_bundle(cls, path: str | Path, *, engine: Engine = "auto", threads: int = 1) -> ModelRuntime:
         """Validate, load and warm up the bundle at `path`.
 
         Args:
-            path: A complete bundle directory (with its `serving/` exports).
+            path: A complete bundle directory.
+            engine: "onnx", "keras", or "auto" (ONNX when the bundle has serving exports).
             threads: ONNX Runtime intra-op threads per call (1: parallelism comes from
-                concurrent requests).
+                concurrent requests, not from inside one).
 
         Returns:
-            A ready runtime.
+            A warmed-up, self-checked runtime.
 
         Raises:
             BundleError: The bundle is incomplete, inconsistent, or its models do not run.
         """
         path = Path(path)
-        metadata = validate_bundle(path)
-        try:
-            runtime = super().from_bundle(path, threads=threads)
-        except serving.BundleLoadError as exc:
-            raise BundleError(str(exc)) from exc
-        if runtime.labels != [int(c) for c in metadata["labels"]]:
-            raise BundleError(f"{path}: the serving exports and metadata.json disagree on the labels")
-        return runtime  # type: ignore[return-value]  # built by cls(...), so a ModelRuntime
+        bundle = load_bundle(path)
+        if engine == "auto":
+            engine = "onnx" if (path / SERVING_SPEC_PATH).is_file() else "keras"
+        if engine == "onnx":
+            predict = _onnx_engine(path, threads)
+        elif engine == "keras":
+            predict = _keras_engine(path, bundle.image_size)
+        else:
+            raise ValueError(f"unknown engine {engine!r}; use 'auto', 'onnx' or 'keras'")
+        runtime = cls(path, bundle.metadata, bundle.calibration, predict, engine)
+        runtime.self_check()  # also the warm-up call of every model
+        logger.info("loaded bundle %s (%s engine) from %s", runtime.version, engine, path)
+        return runtime
+
+    def predict_text(self, text: str) -> np.ndarray:
+        """Probabilities over `labels` for a text already through `combine_text`."""
+        return self._predict("text", text, None)
+
+    def predict_image(self, image: np.ndarray) -> np.ndarray:
+        """Probabilities over `labels` for an RGB uint8 image (H x W x 3) of any size."""
+        return self._predict("image", None, resize_image(image, self.image_size))
+
+    def predict_fusion(self, text: str, image: np.ndarray) -> np.ndarray:
+        """Probabilities over `labels` for a product with both a text and an image."""
+        return self._predict("fusion", text, resize_image(image, self.image_size))
 
     def suggestion_set(self, kind: str, probs: np.ndarray) -> np.ndarray:
         """Label indices of the calibrated suggestion set (95% by default), most probable first.
@@ -70,11 +122,73 @@ class ModelRuntime(serving.ModelRuntime):
         """
         if kind not in KINDS:
             raise ValueError(f"unknown model kind {kind!r}; use one of {KINDS}")
-        return super().suggestion_set(kind, probs)
+        return conformal_set(probs, self.calibration[kind])
 
     def self_check(self) -> None:
         """Predict on dummy inputs; raise BundleError unless each answer is a probability vector."""
+        image = np.full((self.image_size + 7, max(self.image_size - 5, 1), 3), 127, dtype=np.uint8)
         try:
-            super().self_check()
-        except serving.BundleLoadError as exc:
-            raise BundleError(f"{self.path}: {exc}") from exc
+            answers = {
+                "text": self.predict_text(_SELF_CHECK_TEXT),
+                "image": self.predict_image(image),
+                "fusion": self.predict_fusion(_SELF_CHECK_TEXT, image),
+            }
+        except Exception as exc:  # a model that does not run, whatever the engine says
+            raise BundleError(f"{self.path}: the models do not run: {exc}") from exc
+        for kind, probs in answers.items():
+            if probs.shape != (len(self.labels),) or not np.all(np.isfinite(probs)):
+                raise BundleError(
+                    f"{self.path}: the {kind} model answered shape {probs.shape} or non-finite values"
+                )
+            if abs(float(probs.sum()) - 1.0) > 1e-3 or float(probs.min()) < 0.0:
+                raise BundleError(f"{self.path}: the {kind} model does not output probabilities")
+            if len(self.suggestion_set(kind, probs)) == 0:
+                raise BundleError(f"{self.path}: empty suggestion set for the {kind} model")
+
+
+def _onnx_engine(path: Path, threads: int) -> Callable[[str, str | None, np.ndarray | None], np.ndarray]:
+    """The ONNX Runtime engine of `models.serving` (images already resized by the caller)."""
+    from models import serving
+
+    try:
+        engine = serving.ModelRuntime.from_bundle(path, threads=threads)
+    except serving.BundleLoadError as exc:
+        raise BundleError(str(exc)) from exc
+    except Exception as exc:  # corrupt exports surface as ONNX Runtime errors
+        raise BundleError(f"{path}: cannot load the serving models: {exc}") from exc
+
+    def predict(kind: str, text: str | None, image: np.ndarray | None) -> np.ndarray:
+        # Images arrive resized to the bundle's size: resizing them again is the identity.
+        if kind == "text":
+            return engine.predict_text(text or "")
+        if kind == "image":
+            return engine.predict_image(image)
+        return engine.predict_fusion(text or "", image)
+
+    return predict
+
+
+def _keras_engine(path: Path, image_size: int) -> Callable[[str, str | None, np.ndarray | None], np.ndarray]:
+    """The `.keras` models behind concrete `tf.function`s, traced once here."""
+    import tensorflow as tf
+
+    models = load_bundle(path, load_models=True, require_serving=False).models
+    text_spec = tf.TensorSpec([None], tf.string)
+    image_spec = tf.TensorSpec([None, image_size, image_size, 3], tf.uint8)
+    functions = {
+        "text": tf.function(lambda t: models["text"](t, training=False)).get_concrete_function(text_spec),
+        "image": tf.function(lambda i: models["image"](i, training=False)).get_concrete_function(image_spec),
+        "fusion": tf.function(
+            lambda t, i: models["fusion"]({"text": t, "image": i}, training=False)
+        ).get_concrete_function(text_spec, image_spec),
+    }
+
+    def predict(kind: str, text: str | None, image: np.ndarray | None) -> np.ndarray:
+        args: list[Any] = []
+        if kind in ("text", "fusion"):
+            args.append(tf.constant([text or ""]))
+        if kind in ("image", "fusion"):
+            args.append(tf.constant(image[None]))
+        return functions[kind](*args).numpy()[0]
+
+    return predict

@@ -84,7 +84,6 @@ class Hyperparameters:
     alpha: float = 0.05
     conformal_method: str = "lac"
     conformal_delta: float | None = 0.1
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def quick(cls) -> Hyperparameters:
@@ -549,13 +548,15 @@ def train(
             "concat" (the original design: features concatenated under a new head).
         image_size: Side of the images the image model sees (default 64, 48 when quick).
         hyperparameters: Full control over the hyperparameters (the arguments above win).
-        export: Also write the ONNX serving exports (`serving/`), checked against Keras.
+        export: Also write the ONNX serving exports (`serving/`), checked against Keras
+            (never for the LSTM reference, which the runtime then serves with Keras).
 
     Returns:
         The bundle directory.
     """
     import keras
 
+    from models import builders
     from models.calibration import calibrate
     from models.evaluate import evaluate_arrays
 
@@ -589,27 +590,15 @@ def train(
     }
     c_text, c_image = p.rows("calibration", p.has_text), p.rows("calibration", p.has_image)
     c_pairs = _pairs(p, "calibration", hp, seed + 2)
-    calibration["text"] = calibrate(
-        predictor.text(c_text),
-        p.y[c_text],
-        alpha=hp.alpha,
-        method=hp.conformal_method,
-        delta=hp.conformal_delta,
-    )
-    calibration["image"] = calibrate(
-        predictor.image(c_image),
-        p.y[c_image],
-        alpha=hp.alpha,
-        method=hp.conformal_method,
-        delta=hp.conformal_delta,
-    )
-    calibration["fusion"] = calibrate(
-        fusion_probabilities(fusion, p, *c_pairs),
-        p.y[c_pairs[0]],
-        alpha=hp.alpha,
-        method=hp.conformal_method,
-        delta=hp.conformal_delta,
-    )
+    held_out = {
+        "text": (predictor.text(c_text), p.y[c_text]),
+        "image": (predictor.image(c_image), p.y[c_image]),
+        "fusion": (fusion_probabilities(fusion, p, *c_pairs), p.y[c_pairs[0]]),
+    }
+    for kind, (probs, y) in held_out.items():
+        calibration[kind] = calibrate(
+            probs, y, alpha=hp.alpha, method=hp.conformal_method, delta=hp.conformal_delta
+        )
     calibration["fusion"]["real_pairs"] = len(p.rows("calibration", p.both))
 
     t_text, t_image, t_both = p.rows("test", p.has_text), p.rows("test", p.has_image), p.rows("test", p.both)
@@ -683,11 +672,20 @@ def train(
             for k, v in zip(*np.unique(p.y[p.split == "train"], return_counts=True), strict=True)
         },
         "test_pairs": on_pairs,
+        "parameters": {
+            "text": builders.n_parameters(text_model),
+            "image": builders.n_parameters(image_model),
+            "fusion": builders.n_parameters(fusion),
+        },
         "epochs_run": {
             "text": len(text_history.get("loss", [])),
             "image": len(image_history.get("loss", [])),
         },
     }
+    # The LSTM's integer-sequence vectoriser has no NumPy replica: such a bundle is served by
+    # the Keras engine of `models.runtime` (it is a reference, not a shipped model).
+    export = export and hp.text_arch != "lstm"
+    metadata["serving_exports"] = export
     _write_bundle(
         out_dir,
         metadata=metadata,

@@ -136,3 +136,24 @@ def test_a_bundle_without_calibration_is_refused(quick_bundle: Path, tmp_path: P
 def test_a_missing_directory_is_refused(tmp_path: Path) -> None:
     with pytest.raises(BundleError, match="no such bundle"):
         ModelRuntime.from_bundle(tmp_path / "nowhere")
+
+
+def test_a_bundle_without_serving_exports_is_served_by_the_keras_engine_with_the_same_answers(
+    runtime: ModelRuntime, quick_bundle: Path, tmp_path: Path
+) -> None:
+    bundle = _broken(quick_bundle, tmp_path)
+    shutil.rmtree(bundle / "serving")
+    metadata = json.loads((bundle / "metadata.json").read_text())
+    with pytest.raises(BundleError, match="serving"):
+        ModelRuntime.from_bundle(bundle)  # a shipped bundle must have its exports
+    (bundle / "metadata.json").write_text(json.dumps({**metadata, "serving_exports": False}))
+    keras_runtime = ModelRuntime.from_bundle(bundle)
+    assert keras_runtime.engine == "keras" and runtime.engine == "onnx"
+    for text, image in zip(TEXTS[:3], _images(3, seed=2), strict=True):
+        np.testing.assert_allclose(keras_runtime.predict_text(text), runtime.predict_text(text), atol=1e-4)
+        np.testing.assert_allclose(
+            keras_runtime.predict_image(image), runtime.predict_image(image), atol=1e-4
+        )
+        np.testing.assert_allclose(
+            keras_runtime.predict_fusion(text, image), runtime.predict_fusion(text, image), atol=1e-4
+        )

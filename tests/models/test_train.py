@@ -48,7 +48,7 @@ def test_training_refuses_to_write_into_a_non_empty_directory(tmp_path: Path) ->
         train([], tmp_path / "bundle", quick=True)
 
 
-def test_the_cli_fails_cleanly_on_a_folder_that_is_not_a_catalogue(tmp_path: Path, caplog) -> None:
+def test_the_cli_fails_cleanly_on_a_folder_that_is_not_a_catalogue(tmp_path: Path) -> None:
     assert main(["--data", str(tmp_path), "--out", str(tmp_path / "bundle"), "--quick"]) == 2
     assert not (tmp_path / "bundle").exists()
 
