@@ -9,7 +9,8 @@ missing), then one of two engines runs the models:
   170 MB resident, a few milliseconds per call.
 - ``keras``: the `.keras` models behind `tf.function`s with fixed input signatures (traced
   once, at load), for bundles without exports (the LSTM reference, whose integer-sequence
-  vectoriser has no NumPy replica). Around 2-3 ms per call, but TensorFlow's memory.
+  vectoriser has no NumPy replica). 2-5 ms per call too, but about 750 MB resident
+  (TensorFlow): not for the API worker.
 
 Inputs are what training saw: text through `models.preprocessing.combine_text` (the caller
 does it), images resized with `models.preprocessing.resize_image` to the bundle's image size
