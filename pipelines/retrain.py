@@ -121,7 +121,6 @@ def train_to_store(
 ) -> dict[str, Any]:
     """Train on the snapshot's train split and upload the bundle to `out_uri`: the training step."""
     from models.train import train
-
     from pipelines.snapshot import load_snapshot
 
     dataset = load_snapshot(snapshot_uri, split="train")
@@ -238,7 +237,6 @@ def train_in_container(settings: Settings, snapshot_uri: str, out_uri: str, *, c
 def evaluate_step(settings: Settings, snapshot: dict[str, Any], candidate: dict[str, Any]) -> dict[str, Any]:
     """Evaluate the candidate and the production model on the snapshot's held-out split."""
     from models.evaluate import evaluate_bundle
-
     from pipelines.snapshot import load_snapshot
     from store.models import open_model_store
 
@@ -267,7 +265,7 @@ def evaluate_step(settings: Settings, snapshot: dict[str, Any], candidate: dict[
     uri = f"{run_uri}/evaluation.json"
     summary = {
         side: {
-            kind: round(float(m.get("weighted_f1", 0.0)), 4)
+            kind: round(float(m.get("weighted_f1") or 0.0), 4)
             for kind, m in metrics.items()
             if isinstance(m, dict)
         }
