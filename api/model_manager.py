@@ -21,16 +21,17 @@ from typing import TYPE_CHECKING, Any
 from store.cache import ModelCache, NoProductionModelError
 
 if TYPE_CHECKING:
-    from models.serving import ModelRuntime
+    from models.runtime import ModelRuntime
 
 logger = logging.getLogger(__name__)
 
 
 def load_runtime(path: Path) -> ModelRuntime:
     """Load a bundle's serving runtime (TensorFlow is imported here, not at module import)."""
-    from models.serving import ModelRuntime
+    from models.runtime import ModelRuntime
 
-    return ModelRuntime.from_bundle(path)
+    # ONNX only: a bundle without serving exports would pull TensorFlow into the API worker.
+    return ModelRuntime.from_bundle(path, engine="onnx")
 
 
 class NoModelError(RuntimeError):
