@@ -87,6 +87,112 @@ def tfidf_branch(
     return out
 
 
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class TitleOf(layers.Layer):
+    """string -> the title part of it: what precedes the first tab (`combine_text` puts
+    one between the title and the description). `models.preprocessing.title_of` is the same
+    function in Python, which the serving replica of the next vectoriser applies."""
+
+    def call(self, text: Any) -> Any:
+        import tensorflow as tf
+
+        return tf.strings.regex_replace(text, r"\t[\s\S]*$", "")
+
+    def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
+        return input_shape
+
+    def compute_output_spec(self, text: Any) -> Any:
+        return keras.KerasTensor(text.shape, dtype="string")
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class WordVectorMean(layers.Layer):
+    """Token ids -> L2-normalised, IDF-weighted mean of pretrained word vectors.
+
+    All three tables are non-trainable weights, filled once by `set_tables` and saved with
+    the model: `rows` maps a token id of the `TextVectorization` (int mode) to a row of
+    `table`, the pretrained vectors (`models.word_vectors`), and `idf` weighs each token
+    (0 for padding and out-of-vocabulary ids, so they count for nothing). Many words share a
+    row, which keeps 200,000 words in a 20,000-row table.
+    """
+
+    def __init__(self, vocabulary_size: int, table_rows: int, dimension: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.vocabulary_size = vocabulary_size
+        self.table_rows = table_rows
+        self.dimension = dimension
+
+    def build(self, input_shape: tuple[int | None, ...]) -> None:
+        self.rows = self.add_weight(
+            shape=(self.vocabulary_size,), initializer="zeros", dtype="int32", trainable=False, name="rows"
+        )
+        self.idf = self.add_weight(
+            shape=(self.vocabulary_size,), initializer="zeros", trainable=False, name="idf"
+        )
+        self.table = self.add_weight(
+            shape=(self.table_rows, self.dimension), initializer="zeros", trainable=False, name="table"
+        )
+
+    def call(self, ids: Any) -> Any:
+        ids = ops.cast(ids, "int32")
+        vectors = ops.take(self.table, ops.take(self.rows, ids, axis=0), axis=0)
+        weights = ops.expand_dims(ops.take(self.idf, ids, axis=0), -1)
+        total = ops.sum(vectors * weights, axis=1)
+        norm = ops.sqrt(ops.sum(ops.square(total), axis=-1, keepdims=True))
+        return total / ops.maximum(norm, 1e-12)
+
+    def set_tables(self, rows: np.ndarray, idf: np.ndarray, table: np.ndarray) -> None:
+        self.rows.assign(np.asarray(rows, dtype="int32"))
+        self.idf.assign(np.asarray(idf, dtype="float32"))
+        self.table.assign(np.asarray(table, dtype="float32"))
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "vocabulary_size": self.vocabulary_size,
+            "table_rows": self.table_rows,
+            "dimension": self.dimension,
+        }
+
+
+def word_vector_branch(
+    inp: keras.KerasTensor, texts: Sequence[str], vectors: Any, *, length: int = 256, name: str = "wordvec"
+) -> keras.KerasTensor:
+    """Pretrained word vectors of the text's first `length` words, IDF-weighted on `texts`.
+
+    Args:
+        inp: The string input.
+        texts: Training texts (for the IDF weights only: the vocabulary is the pretrained one,
+            so words never seen in training still bring their vector).
+        vectors: A `models.word_vectors.PretrainedVectors`.
+        length: Words read per text (padding and truncation).
+        name: Prefix of the layer names.
+    """
+    tokens = layers.TextVectorization(
+        output_mode="int",
+        output_sequence_length=length,
+        standardize="lower_and_strip_punctuation",
+        name=f"{name}_tokens",
+    )
+    tokens.set_vocabulary(list(vectors.words))
+    size = tokens.vocabulary_size()  # the words, after padding (0) and out-of-vocabulary (1)
+    mean = WordVectorMean(size, vectors.table.shape[0], vectors.dimension, name=f"{name}_mean")
+    out = mean(tokens(inp))
+    document_frequency = np.zeros(size, dtype=np.int64)
+    import tensorflow as tf
+
+    for start in range(0, len(texts), 256):
+        ids = np.asarray(tokens(tf.constant(list(texts[start : start + 256]), dtype=tf.string)))
+        for row in ids:
+            document_frequency[np.unique(row)] += 1
+    idf = np.log((1.0 + len(texts)) / (1.0 + document_frequency)) + 1.0
+    idf[:2] = 0.0
+    rows = np.zeros(size, dtype=np.int32)
+    rows[2:] = vectors.rows
+    mean.set_tables(rows, idf, vectors.table)
+    return out
+
+
 def build_text_tfidf(
     texts: Sequence[str],
     n_classes: int,
@@ -95,8 +201,12 @@ def build_text_tfidf(
     char_tokens: int = 50_000,
     dropout: float = 0.5,
     hidden: int = 0,
+    word_vectors: Any = None,
+    word_vector_length: int = 256,
+    title_tokens: int = 30_000,
 ) -> keras.Model:
-    """The shipped text model: word 1-2-gram and character 2-5-gram TF-IDF, then a dense softmax.
+    """The shipped text model: word 1-2-gram and character 2-5-gram TF-IDF, and the mean of
+    pretrained French word vectors, then a dense softmax.
 
     Args:
         texts: Training texts the vectorisers and IDF weights are fitted on.
@@ -105,6 +215,10 @@ def build_text_tfidf(
         char_tokens: Vocabulary size of the character 2-5-grams (most frequent kept).
         dropout: Dropout on the TF-IDF features (strong: a few thousand texts, 100k features).
         hidden: Width of an optional hidden ReLU layer (0: a linear softmax head, the default).
+        word_vectors: `models.word_vectors.PretrainedVectors`, or None for n-grams only.
+        word_vector_length: Words per text the word-vector branch reads.
+        title_tokens: Vocabulary of a third TF-IDF branch, character 2-5-grams of the title
+            alone (`TitleOf`), which carries most of the signal; 0 leaves it out.
 
     Returns:
         An uncompiled model `text -> probabilities`.
@@ -122,7 +236,24 @@ def build_text_tfidf(
         split="character",
         standardize="lower",
     )
-    x = layers.Concatenate(name="text_features")([words, chars])
+    features = [words, chars]
+    if title_tokens:
+        from models.preprocessing import title_of
+
+        features.append(
+            tfidf_branch(
+                TitleOf(name="title")(inp),
+                [title_of(t) for t in texts],
+                name="title_char",
+                max_tokens=title_tokens,
+                ngrams=(2, 3, 4, 5),
+                split="character",
+                standardize="lower",
+            )
+        )
+    if word_vectors is not None:
+        features.append(word_vector_branch(inp, texts, word_vectors, length=word_vector_length))
+    x = layers.Concatenate(name="text_features")(features)
     x = layers.Dropout(dropout, name="feature_dropout")(x)
     if hidden:
         x = layers.Dense(hidden, activation="relu", name="hidden")(x)
@@ -277,6 +408,7 @@ def build_image_backbone(
     top_filters: int = 256,
     histogram_bins: int = 16,
     dropout: float = 0.4,
+    name: str = "image_backbone",
 ) -> keras.Model:
     """The trainable part of the image model: a float image in [0, 1] -> class logits.
 
@@ -297,7 +429,17 @@ def build_image_backbone(
     x = layers.Concatenate(name="image_features")([x, colours])
     x = layers.Dropout(dropout, name="feature_dropout")(x)
     logits = layers.Dense(n_classes, name="logits")(x)
-    return keras.Model(inp, logits, name="image_backbone")
+    return keras.Model(inp, logits, name=name)
+
+
+def backbone_name(member: int) -> str:
+    """Layer name of the image model's `member`-th backbone (the first keeps the plain name)."""
+    return "image_backbone" if member == 0 else f"image_backbone_{member}"
+
+
+def image_members(model: keras.Model) -> int:
+    """How many backbones (ensemble members) an image model averages."""
+    return sum(1 for layer in model.layers if layer.name.startswith("image_backbone"))
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -338,6 +480,7 @@ def build_image_cnn(
     histogram_bins: int = 16,
     dropout: float = 0.4,
     flip_average: bool = True,
+    members: int = 1,
 ) -> keras.Model:
     """The image model: a CNN trained from scratch, with augmentation and a colour branch.
 
@@ -350,33 +493,43 @@ def build_image_cnn(
         dropout: Dropout before the classifier.
         flip_average: Average the logits of the image and its mirror at inference
             (test-time augmentation; training sees one random view, see `image_training_model`).
+        members: Backbones of the same architecture, each trained on its own
+            (`image_training_model(model, member)`), whose logits are averaged: an ensemble,
+            which is steadier than one CNN trained from scratch on a few thousand photos.
 
     Returns:
         An uncompiled model `image (uint8, any size) -> probabilities`.
     """
-    backbone = build_image_backbone(
-        n_classes,
-        size=size,
-        filters=filters,
-        top_filters=top_filters,
-        histogram_bins=histogram_bins,
-        dropout=dropout,
-    )
     inp = image_input()
     pixels = _image_pixels(inp, size)
-    logits = backbone(pixels)
-    if flip_average:
-        mirrored = backbone(HorizontalFlip(name="mirror")(pixels))
-        logits = layers.Average(name="flip_average")([logits, mirrored])
+    mirrored = HorizontalFlip(name="mirror")(pixels) if flip_average else None
+    member_logits = []
+    for member in range(members):
+        backbone = build_image_backbone(
+            n_classes,
+            size=size,
+            filters=filters,
+            top_filters=top_filters,
+            histogram_bins=histogram_bins,
+            dropout=dropout,
+            name=backbone_name(member),
+        )
+        logits = backbone(pixels)
+        if flip_average:
+            suffix = "" if member == 0 else f"_{member}"
+            logits = layers.Average(name=f"flip_average{suffix}")([logits, backbone(mirrored)])
+        member_logits.append(logits)
+    logits = member_logits[0] if members == 1 else layers.Average(name="member_average")(member_logits)
     out = layers.Softmax(name="probabilities")(logits)
     return keras.Model(inp, out, name="image_cnn")
 
 
-def image_training_model(model: keras.Model) -> keras.Model:
-    """The image model's single-view twin (same layers and weights) to train with `fit`."""
+def image_training_model(model: keras.Model, member: int = 0) -> keras.Model:
+    """The single-view twin of one member of the image model (same layers and weights), to
+    train with `fit`."""
     inp = image_input()
     pixels = model.get_layer("resize")(model.get_layer("scale")(inp))
-    out = layers.Softmax(name="probabilities")(model.get_layer("image_backbone")(pixels))
+    out = layers.Softmax(name="probabilities")(model.get_layer(backbone_name(member))(pixels))
     return keras.Model(inp, out, name="image_cnn_training")
 
 

@@ -48,6 +48,20 @@ def _vectorizers(model: Any) -> list[Any]:
     return found
 
 
+def _segment_of(vectorizer: Any) -> str | None:
+    """What part of the raw text reaches `vectorizer`: None (all of it) or "title" (`TitleOf`)."""
+    import keras
+
+    from models.builders import TitleOf
+
+    producer = vectorizer._inbound_nodes[0].input_tensors[0]._keras_history.operation
+    if isinstance(producer, TitleOf):
+        return "title"
+    if isinstance(producer, keras.layers.InputLayer):
+        return None
+    raise ExportError(f"{vectorizer.name} reads the output of {producer.name}, which has no NumPy replica")
+
+
 def _keras_inputs(model: Any, texts: list[str] | None, images: np.ndarray | None) -> dict[str, Any]:
     import tensorflow as tf
 
@@ -74,9 +88,11 @@ def export_model(model: Any, out_dir: Path, kind: str) -> dict[str, Any]:
     specs = []
     for i, layer in enumerate(vectorizers):
         file = f"{kind}.vectorizer{i}.json"
-        NumpyTextVectorizer.from_keras_layer(layer).save(out_dir / file)
+        replica = NumpyTextVectorizer.from_keras_layer(layer, segment=_segment_of(layer))
+        replica.save(out_dir / file)
         name = f"text_vector_{i}"
-        specs.append(tf.TensorSpec([None, layer.vocabulary_size()], tf.float32, name=name))
+        dtype = tf.int64 if replica.output_mode == "int" else tf.float32
+        specs.append(tf.TensorSpec([None, replica.size], dtype, name=name))
         inputs.append({"name": name, "source": "text", "vectorizer": file})
     if "image" in names:
         specs.append(tf.TensorSpec([None, None, None, 3], tf.uint8, name="image"))

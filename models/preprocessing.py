@@ -25,6 +25,9 @@ _WS = re.compile(r"\s+")
 _CONTROL = re.compile(r"[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f\u200b-\u200f\u2060\ufeff]")
 
 
+TITLE_END = "\t"
+
+
 class ImageDecodeError(ValueError):
     """The bytes are not a decodable image (not an image, truncated, or too large)."""
 
@@ -47,9 +50,20 @@ def clean_text(text: str | None) -> str:
 
 
 def combine_text(designation: str | None, description: str | None) -> str:
-    """The one text a text model sees: cleaned title, then cleaned description."""
-    parts = [clean_text(designation), clean_text(description)]
-    return " ".join(p for p in parts if p)
+    """The one text a text model sees: cleaned title, a tab, cleaned description, lowercased.
+
+    Lowercased here (Unicode-aware) because Keras' `TextVectorization` lowercases ASCII
+    letters only: "BÂCHE" would otherwise reach the model as "bÂche". The tab (which
+    `clean_text` never leaves inside a part) marks where the title ends: the text model reads
+    the title on its own too (`title_of`); for every other purpose it is just whitespace.
+    """
+    title, body = clean_text(designation).lower(), clean_text(description).lower()
+    return f"{title}{TITLE_END}{body}" if title and body else title or body
+
+
+def title_of(text: str) -> str:
+    """The title part of a `combine_text` result (all of it when there is no description)."""
+    return text.split(TITLE_END, 1)[0]
 
 
 def decode_image(data: bytes, *, max_pixels: int = 40_000_000) -> np.ndarray:

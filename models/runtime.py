@@ -152,7 +152,8 @@ def _onnx_engine(path: Path, threads: int) -> Callable[[str, str | None, np.ndar
     from models import serving
 
     try:
-        engine = serving.ModelRuntime.from_bundle(path, threads=threads)
+        # No check there: `ModelRuntime.from_bundle` runs its own self-check (and warm-up) once.
+        engine = serving.ModelRuntime.from_bundle(path, threads=threads, check=False)
     except serving.BundleLoadError as exc:
         raise BundleError(str(exc)) from exc
     except Exception as exc:  # corrupt exports surface as ONNX Runtime errors

@@ -9,6 +9,7 @@ layers; images through the shared `resize_image`. Sessions are thread-safe.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,8 +48,9 @@ class ModelRuntime:
         self._models = models
 
     @classmethod
-    def from_bundle(cls, path: str | Path, *, threads: int = 1) -> ModelRuntime:
-        """Load and warm up the serving models of the bundle at `path`."""
+    def from_bundle(cls, path: str | Path, *, threads: int = 1, check: bool = True) -> ModelRuntime:
+        """Load the serving models of the bundle at `path` and, when `check`, warm them up and
+        check their answers (`models.runtime` does both itself, once, and passes False)."""
         import onnxruntime as ort
 
         path = Path(path)
@@ -63,6 +65,18 @@ class ModelRuntime:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         models: dict[str, _Model] = {}
+        # The fusion model's vectorisers are the text model's: same file content, loaded once.
+        vectorizers: dict[str, NumpyTextVectorizer] = {}
+
+        def vectorizer(file: Path) -> NumpyTextVectorizer:
+            idf = file.with_suffix(".idf.npy")
+            digest = hashlib.sha256(
+                file.read_bytes() + (idf.read_bytes() if idf.is_file() else b"")
+            ).hexdigest()
+            if digest not in vectorizers:
+                vectorizers[digest] = NumpyTextVectorizer.load(file)
+            return vectorizers[digest]
+
         try:
             for kind, entry in spec["models"].items():
                 session = ort.InferenceSession(
@@ -74,7 +88,7 @@ class ModelRuntime:
                     (
                         item["name"],
                         item["source"],
-                        NumpyTextVectorizer.load(path / SERVING_DIR / item["vectorizer"])
+                        vectorizer(path / SERVING_DIR / item["vectorizer"])
                         if item["source"] == "text"
                         else None,
                     )
@@ -89,7 +103,8 @@ class ModelRuntime:
         runtime = cls(
             path, metadata, calibration, models, int(spec.get("image_size", metadata.get("image_size", 96)))
         )
-        runtime.self_check()  # also the warm-up call of every session
+        if check:
+            runtime.self_check()  # also the warm-up call of every session
         return runtime
 
     def _run(self, kind: str, text: str | None, image: np.ndarray | None) -> np.ndarray:

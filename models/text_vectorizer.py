@@ -18,13 +18,27 @@ from typing import Any
 
 import numpy as np
 
+from models.preprocessing import title_of
+
 # Exactly the pattern Keras' "strip_punctuation" applies (a TF regex, same meaning in Python).
 _PUNCTUATION = re.compile(r'[!"#$%&()\*\+,-\./:;<=>?@\[\\\]^_`{|}~\']')
 # tf.strings.lower without an encoding lowers ASCII letters only ("É" stays "É").
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 _ASCII_SPACE = re.compile(r"[ \t\n\r\v\f]+")
 SUPPORTED_STANDARDIZE = {None, "lower", "strip_punctuation", "lower_and_strip_punctuation"}
-SUPPORTED_OUTPUT = {"tf_idf", "count", "multi_hot"}
+SUPPORTED_OUTPUT = {"tf_idf", "count", "multi_hot", "int"}
+SUPPORTED_SEGMENTS = {None, "title"}
+# In "int" mode Keras reserves index 0 for padding and index 1 for out-of-vocabulary words.
+_INT_PAD, _INT_OOV = 0, 1
+
+
+def keras_standardize(text: str, standardize: str | None = "lower_and_strip_punctuation") -> str:
+    """What a `TextVectorization(standardize=...)` layer does to `text` before splitting."""
+    if standardize in ("lower", "lower_and_strip_punctuation"):
+        text = text.translate(_ASCII_LOWER)
+    if standardize in ("strip_punctuation", "lower_and_strip_punctuation"):
+        text = _PUNCTUATION.sub("", text)
+    return text
 
 
 @dataclass
@@ -35,25 +49,37 @@ class NumpyTextVectorizer:
     split: str | None  # "whitespace", "character" or None
     ngrams: tuple[int, ...] | None
     output_mode: str
-    vocabulary: list[str]  # index 0 is the OOV token
+    vocabulary: list[str]  # index 0 is the OOV token ("int" mode: 0 is padding, 1 OOV)
     idf_weights: np.ndarray | None
+    sequence_length: int | None = None  # "int" mode only: pad or truncate to this length
+    segment: str | None = None  # "title": the layer reads `title_of(text)` (a `TitleOf` layer)
 
     def __post_init__(self) -> None:
         if self.standardize not in SUPPORTED_STANDARDIZE:
             raise ValueError(f"unsupported standardize={self.standardize!r}")
         if self.output_mode not in SUPPORTED_OUTPUT:
             raise ValueError(f"unsupported output_mode={self.output_mode!r}")
+        if self.output_mode == "int" and not self.sequence_length:
+            raise ValueError("output_mode='int' needs a fixed sequence_length")
+        if self.segment not in SUPPORTED_SEGMENTS:
+            raise ValueError(f"unsupported segment={self.segment!r}")
         self._index = {token: i for i, token in enumerate(self.vocabulary)}
         if self.idf_weights is not None:
             self.idf_weights = np.asarray(self.idf_weights, dtype=np.float32)
 
     @property
     def size(self) -> int:
-        return len(self.vocabulary)
+        """Width of one output row: the vocabulary size, or the sequence length in "int" mode."""
+        return int(self.sequence_length) if self.output_mode == "int" else len(self.vocabulary)
+
+    @property
+    def dtype(self) -> type:
+        return np.int64 if self.output_mode == "int" else np.float32
 
     @classmethod
-    def from_keras_layer(cls, layer: Any) -> NumpyTextVectorizer:
-        """Read the fitted tables of a Keras `TextVectorization` layer."""
+    def from_keras_layer(cls, layer: Any, segment: str | None = None) -> NumpyTextVectorizer:
+        """Read the fitted tables of a Keras `TextVectorization` layer (`segment`: what part
+        of the text reaches it, see `models.export`)."""
         config = layer.get_config()
         if callable(config.get("standardize")) or callable(config.get("split")):
             raise ValueError("custom standardize/split callables cannot be replicated")
@@ -70,14 +96,15 @@ class NumpyTextVectorizer:
             output_mode=config["output_mode"],
             vocabulary=[str(t) for t in layer.get_vocabulary(include_special_tokens=True)],
             idf_weights=idf,
+            sequence_length=config.get("output_sequence_length") if config["output_mode"] == "int" else None,
+            segment=segment,
         )
 
     def tokens(self, text: str) -> list[str]:
         """The tokens (n-grams included) the Keras layer would look up for `text`."""
-        if self.standardize in ("lower", "lower_and_strip_punctuation"):
-            text = text.translate(_ASCII_LOWER)
-        if self.standardize in ("strip_punctuation", "lower_and_strip_punctuation"):
-            text = _PUNCTUATION.sub("", text)
+        if self.segment == "title":
+            text = title_of(text)
+        text = keras_standardize(text, self.standardize)
         if self.split == "whitespace":
             parts = [p for p in _ASCII_SPACE.split(text) if p]
         elif self.split == "character":
@@ -92,7 +119,14 @@ class NumpyTextVectorizer:
         return out
 
     def transform(self, texts: list[str]) -> np.ndarray:
-        """A float32 matrix (len(texts) x vocabulary size), as the Keras layer outputs."""
+        """What the Keras layer outputs: float32 (len(texts) x vocabulary size), or in "int"
+        mode int64 token ids (len(texts) x sequence length, zero-padded)."""
+        if self.output_mode == "int":
+            ids = np.zeros((len(texts), self.size), dtype=np.int64)
+            for row, text in enumerate(texts):
+                found = [self._index.get(tok, _INT_OOV) for tok in self.tokens(text)[: self.size]]
+                ids[row, : len(found)] = found
+            return ids
         out = np.zeros((len(texts), self.size), dtype=np.float32)
         for row, text in enumerate(texts):
             counts = Counter(self._index.get(tok, 0) for tok in self.tokens(text))
@@ -116,6 +150,8 @@ class NumpyTextVectorizer:
             "ngrams": list(self.ngrams) if self.ngrams else None,
             "output_mode": self.output_mode,
             "vocabulary": self.vocabulary,
+            "sequence_length": self.sequence_length,
+            "segment": self.segment,
         }
         path.write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
         if self.idf_weights is not None:
@@ -133,4 +169,6 @@ class NumpyTextVectorizer:
             output_mode=meta["output_mode"],
             vocabulary=meta["vocabulary"],
             idf_weights=np.load(idf_path) if idf_path.is_file() else None,
+            sequence_length=meta.get("sequence_length"),
+            segment=meta.get("segment"),
         )

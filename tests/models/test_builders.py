@@ -13,6 +13,8 @@ import pytest
 import tensorflow as tf
 
 from models import builders
+from models.preprocessing import combine_text
+from models.word_vectors import PretrainedVectors
 
 N_CLASSES = 27
 TEXTS = [
@@ -36,9 +38,25 @@ def _assert_probabilities(probs: np.ndarray, n: int) -> None:
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
 
 
+def toy_vectors() -> PretrainedVectors:
+    """Four words on two table rows (the real ones come from `models.word_vectors`)."""
+    table = np.array([[1.0, 0.0, 0.0], [0.0, 0.6, 0.8]], dtype="float32")
+    return PretrainedVectors(
+        ["piscine", "bassin", "roman", "livre"], np.array([0, 0, 1, 1], "int32"), table, "toy"
+    )
+
+
 @pytest.fixture(scope="module")
 def tfidf_model() -> keras.Model:
-    return builders.build_text_tfidf(TEXTS, N_CLASSES, word_tokens=200, char_tokens=500)
+    return builders.build_text_tfidf(
+        TEXTS,
+        N_CLASSES,
+        word_tokens=200,
+        char_tokens=500,
+        word_vectors=toy_vectors(),
+        word_vector_length=8,
+        title_tokens=300,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +68,27 @@ def test_the_tfidf_text_model_takes_a_string_named_text_and_outputs_probabilitie
     assert [t.name for t in tfidf_model.inputs] == ["text"]
     assert tfidf_model.inputs[0].dtype == "string"
     _assert_probabilities(np.asarray(tfidf_model(_strings(["piscine hors sol", "", "ÉTÉ"]))), 3)
+
+
+def test_the_word_vector_branch_is_the_idf_weighted_mean_of_the_pretrained_vectors() -> None:
+    inp = builders.text_input()
+    # "piscine" is in every training text (idf 1), "roman" in one of two (idf 1 + log 1.5).
+    out = builders.word_vector_branch(inp, ["piscine roman", "piscine"], toy_vectors(), length=4)
+    model = keras.Model(inp, out)
+    got = np.asarray(model(_strings(["Bassin, ROMAN inconnu", "", "bassin bassin"])))
+    idf_roman = 1.0 + np.log(3 / 2)
+    # "bassin" was never seen in training: it still brings its vector (row 0), at the largest idf.
+    idf_unseen = 1.0 + np.log(3 / 1)
+    expected = idf_unseen * np.array([1.0, 0, 0]) + idf_roman * np.array([0, 0.6, 0.8])
+    np.testing.assert_allclose(got[0], expected / np.linalg.norm(expected), atol=1e-6)
+    np.testing.assert_allclose(got[1], 0.0)  # no known word: a zero vector, not NaN
+    np.testing.assert_allclose(got[2], [1.0, 0.0, 0.0], atol=1e-6)
+
+
+def test_the_title_layer_keeps_what_precedes_the_tab_of_a_combined_text() -> None:
+    texts = [combine_text("Piscine hors sol", "Bâche\tincluse"), combine_text("Roman", None), ""]
+    got = [t.decode() for t in np.asarray(builders.TitleOf()(_strings(texts)))]
+    assert got == ["piscine hors sol", "roman", ""]
 
 
 def test_the_lstm_reference_model_takes_a_string_named_text_and_outputs_probabilities() -> None:
@@ -101,6 +140,21 @@ def test_the_image_training_twin_shares_the_weights_of_the_image_model(image_mod
     twin = builders.image_training_model(image_model)
     backbone = image_model.get_layer("image_backbone")
     assert twin.get_layer("image_backbone") is backbone
+
+
+def test_an_image_ensemble_averages_the_logits_of_its_members_each_trained_by_its_own_twin() -> None:
+    model = builders.build_image_cnn(
+        N_CLASSES, size=32, filters=(8, 16), top_filters=16, histogram_bins=8, members=2, flip_average=False
+    )
+    assert builders.image_members(model) == 2
+    twins = [builders.image_training_model(model, member) for member in (0, 1)]
+    assert twins[1].get_layer(builders.backbone_name(1)) is model.get_layer("image_backbone_1")
+    images = np.random.default_rng(3).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    pixels = images.astype("float32") / 255
+    logits = [np.asarray(model.get_layer(builders.backbone_name(m))(pixels)) for m in (0, 1)]
+    expected = np.asarray(keras.ops.softmax((logits[0] + logits[1]) / 2))
+    np.testing.assert_allclose(np.asarray(model(images)), expected, atol=1e-5)
+    assert not np.allclose(logits[0], logits[1])  # two members, two initialisations
 
 
 def test_the_colour_histogram_sums_to_one_per_channel() -> None:

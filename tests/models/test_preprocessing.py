@@ -19,6 +19,7 @@ from models.preprocessing import (
     decode_image,
     load_image,
     resize_image,
+    title_of,
 )
 
 # --------------------------------------------------------------------------- text
@@ -90,15 +91,30 @@ def test_a_100k_character_text_of_unclosed_brackets_does_not_hang():
 @pytest.mark.parametrize(
     ("designation", "description", "expected"),
     [
-        ("Titre", None, "Titre"),
-        (None, "<p>Description</p>", "Description"),
-        ("Titre &amp; co", "Description", "Titre & co Description"),
+        ("Titre", None, "titre"),
+        (None, "<p>Description</p>", "description"),
+        ("Titre &amp; co", "Description", "titre & co\tdescription"),
+        ("BÂCHE ÉTÉ", "Über", "bâche été\tüber"),
         (None, None, ""),
         ("<br/>", "  ", ""),
+        ("Titre\tà\ttabs", "ligne 1\nligne 2", "titre à tabs\tligne 1 ligne 2"),
     ],
 )
-def test_combine_text_joins_the_cleaned_title_and_description(designation, description, expected):
+def test_combine_text_joins_the_cleaned_lowercased_title_and_description(designation, description, expected):
     assert combine_text(designation, description) == expected
+
+
+@pytest.mark.parametrize(
+    ("designation", "description", "title"),
+    [
+        ("Titre", "Description", "titre"),
+        ("Titre", None, "titre"),
+        (None, "Description", "description"),
+        ("Titre\tavec tab", "x", "titre avec tab"),
+    ],
+)
+def test_title_of_recovers_the_title_of_a_combined_text(designation, description, title):
+    assert title_of(combine_text(designation, description)) == title
 
 
 # --------------------------------------------------------------------------- images

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from models.bundle import BundleError, load_bundle
-from models.preprocessing import resize_image
+from models.preprocessing import combine_text, resize_image
 from models.runtime import ModelRuntime
 
 pytestmark = pytest.mark.slow
@@ -24,6 +24,7 @@ TEXTS = [
     "Figurine Pop Star Wars",
     "",
     "x" * 3000,
+    combine_text("Piscine HORS SOL tubulaire", "<p>Bâche d&eacute;t&eacute; incluse, filtre à sable</p>"),
 ]
 
 
@@ -157,3 +158,13 @@ def test_a_bundle_without_serving_exports_is_served_by_the_keras_engine_with_the
         np.testing.assert_allclose(
             keras_runtime.predict_fusion(text, image), runtime.predict_fusion(text, image), atol=1e-4
         )
+
+
+def test_the_fusion_model_shares_the_text_models_vectorisers_in_memory(quick_bundle: Path) -> None:
+    from models import serving
+
+    engine = serving.ModelRuntime.from_bundle(quick_bundle)
+    text = [v for _, source, v in engine._models["text"].inputs if source == "text"]
+    fusion = [v for _, source, v in engine._models["fusion"].inputs if source == "text"]
+    assert len(text) == 4
+    assert {id(v) for v in fusion} == {id(v) for v in text}

