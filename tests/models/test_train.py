@@ -57,11 +57,11 @@ def test_the_quick_bundle_reads_word_vectors_and_the_title(quick_bundle: Path) -
         json.loads((quick_bundle / "serving" / entry["vectorizer"]).read_text())
         for entry in spec["models"]["text"]["inputs"]
     ]
-    assert sorted((v["output_mode"], v["segment"]) for v in vectorizers) == [
-        ("count", None),
-        ("count", None),
+    assert sorted((v["output_mode"], v["segment"] or "") for v in vectorizers) == [
+        ("count", ""),
+        ("count", ""),
         ("count", "title"),
-        ("int", None),
+        ("int", ""),
     ]
 
 
