@@ -71,7 +71,9 @@ def main(argv: list[str] | None = None) -> int:
         p95 = float(np.percentile(timings, 95))
         print(f"{kind:7s} p50 {statistics.median(timings):6.2f} ms   p95 {p95:6.2f} ms")
     after = resident_mb()
-    print(f"resident memory: {after:.0f} MB, of which the runtime and its predictions {after - before:.0f} MB")
+    print(
+        f"resident memory: {after:.0f} MB, of which the runtime and its predictions {after - before:.0f} MB"
+    )
     return 0
 
 
