@@ -8,9 +8,8 @@ missing), then one of two engines runs the models:
   NumPy text vectorisers read from the trained layers. No TensorFlow in the process: about
   170 MB resident, a few milliseconds per call.
 - ``keras``: the `.keras` models behind `tf.function`s with fixed input signatures (traced
-  once, at load), for bundles without exports (the LSTM reference, whose integer-sequence
-  vectoriser has no NumPy replica). 2-5 ms per call too, but about 750 MB resident
-  (TensorFlow): not for the API worker.
+  once, at load), for bundles trained with `export=False`. 2-5 ms per call too, but about
+  750 MB resident (TensorFlow): not for the API worker.
 
 Inputs are what training saw: text through `models.preprocessing.combine_text` (the caller
 does it), images resized with `models.preprocessing.resize_image` to the bundle's image size

@@ -593,8 +593,8 @@ def train(
             "concat" (the original design: features concatenated under a new head).
         image_size: Side of the images the image model sees (default 64, 48 when quick).
         hyperparameters: Full control over the hyperparameters (the arguments above win).
-        export: Also write the ONNX serving exports (`serving/`), checked against Keras
-            (never for the LSTM reference, which the runtime then serves with Keras).
+        export: Also write the ONNX serving exports (`serving/`), checked against Keras (the
+            LSTM reference too: its integer-sequence vectoriser has a NumPy replica).
 
     Returns:
         The bundle directory.
@@ -727,9 +727,6 @@ def train(
             "image": len(image_history.get("loss", [])),
         },
     }
-    # The LSTM's integer-sequence vectoriser has no NumPy replica: such a bundle is served by
-    # the Keras engine of `models.runtime` (it is a reference, not a shipped model).
-    export = export and hp.text_arch != "lstm"
     metadata["serving_exports"] = export
     _write_bundle(
         out_dir,

@@ -219,3 +219,17 @@ def test_saved_models_reload_in_a_fresh_process_with_identical_predictions(
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "identical" in result.stdout
+
+
+@pytest.mark.parametrize("arch", ["tfidf", "lstm"])
+def test_both_text_architectures_export_to_onnx_with_the_keras_answers(arch, tfidf_model, tmp_path) -> None:
+    from models.export import _run_onnx, export_model
+
+    if arch == "lstm":
+        model = builders.build_text_lstm(TEXTS, N_CLASSES, vocab=100, length=12, embed=8, units=8)
+    else:
+        model = tfidf_model
+    texts = [combine_text("Piscine HORS SOL", "Bâche incluse"), "roman de poche", "", "x" * 500]
+    entry = export_model(model, tmp_path, "text")
+    expected = np.asarray(model(_strings(texts)))
+    np.testing.assert_allclose(_run_onnx(tmp_path, entry, texts, None), expected, atol=1e-5)
