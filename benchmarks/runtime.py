@@ -5,12 +5,14 @@
 Loads the bundle with `models.runtime.ModelRuntime` (ONNX engine: what the API runs), then
 predicts one request at a time on real texts and photos of the challenge folder when it is
 there (synthetic ones otherwise), and prints p50/p95 per model kind and the resident memory
-the runtime adds to the process (the test inputs are loaded first, and not counted). No HTTP, no database: `benchmarks.serve` measures the whole service.
+the runtime adds to the process (the test inputs are loaded first, and not counted).
+No HTTP, no database: `benchmarks.serve` measures the whole service.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from pathlib import Path
@@ -18,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.accuracy import DEFAULT_DATA
+from benchmarks.serve import rss_mb
 
 
 def _inputs(data_dir: Path, n: int) -> tuple[list[str], list[np.ndarray]]:
@@ -36,14 +39,6 @@ def _inputs(data_dir: Path, n: int) -> tuple[list[str], list[np.ndarray]]:
     return texts, [rng.integers(0, 256, (256, 256, 3), dtype=np.uint8) for _ in range(n)]
 
 
-def resident_mb() -> float:
-    """The process's current resident memory (Linux), in MB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", type=Path, required=True)
@@ -53,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     from models.runtime import ModelRuntime
 
     texts, images = _inputs(args.data, args.calls)
-    before = resident_mb()
+    before = rss_mb(os.getpid())
     started = time.perf_counter()
     runtime = ModelRuntime.from_bundle(args.bundle, engine="onnx")
     print(f"bundle {runtime.version}: loaded and self-checked in {time.perf_counter() - started:.2f} s")
@@ -70,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             timings.append((time.perf_counter() - tick) * 1000)
         p95 = float(np.percentile(timings, 95))
         print(f"{kind:7s} p50 {statistics.median(timings):6.2f} ms   p95 {p95:6.2f} ms")
-    after = resident_mb()
+    after = rss_mb(os.getpid())
     print(
         f"resident memory: {after:.0f} MB, of which the runtime and its predictions {after - before:.0f} MB"
     )

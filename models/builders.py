@@ -58,18 +58,28 @@ class SublinearTfIdf(layers.Layer):
 
     def fit_document_frequencies(self, document_frequency: np.ndarray, n_documents: int) -> None:
         """Set the IDF from per-token document frequencies (smoothed, as scikit-learn)."""
-        idf = np.log((1.0 + n_documents) / (1.0 + np.asarray(document_frequency, dtype=np.float64))) + 1.0
+        idf = smoothed_idf(document_frequency, n_documents)
         idf[0] = 0.0
         self.idf.assign(idf.astype("float32"))
 
 
+def smoothed_idf(document_frequency: np.ndarray, n_documents: int) -> np.ndarray:
+    """scikit-learn's smoothed IDF: log((1 + n) / (1 + df)) + 1."""
+    return np.log((1.0 + n_documents) / (1.0 + np.asarray(document_frequency, dtype=np.float64))) + 1.0
+
+
 def _document_frequencies(vectorizer: layers.TextVectorization, texts: Sequence[str]) -> np.ndarray:
+    """In how many of `texts` each vocabulary index occurs (count or int output mode)."""
     import tensorflow as tf
 
     df = np.zeros(vectorizer.vocabulary_size(), dtype=np.int64)
     for start in range(0, len(texts), 256):
-        counts = vectorizer(tf.constant(list(texts[start : start + 256]), dtype=tf.string))
-        df += np.count_nonzero(np.asarray(counts), axis=0)
+        out = np.asarray(vectorizer(tf.constant(list(texts[start : start + 256]), dtype=tf.string)))
+        if vectorizer.get_config()["output_mode"] == "int":
+            for ids in out:
+                df[np.unique(ids)] += 1
+        else:
+            df += np.count_nonzero(out, axis=0)
     return df
 
 
@@ -96,7 +106,10 @@ class TitleOf(layers.Layer):
     def call(self, text: Any) -> Any:
         import tensorflow as tf
 
-        return tf.strings.regex_replace(text, r"\t[\s\S]*$", "")
+        from models.preprocessing import TITLE_END
+
+        # TITLE_END is a tab: no regex metacharacter, so it stands for itself in the pattern.
+        return tf.strings.regex_replace(text, TITLE_END + r"[\s\S]*$", "")
 
     def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
         return input_shape
@@ -178,14 +191,7 @@ def word_vector_branch(
     size = tokens.vocabulary_size()  # the words, after padding (0) and out-of-vocabulary (1)
     mean = WordVectorMean(size, vectors.table.shape[0], vectors.dimension, name=f"{name}_mean")
     out = mean(tokens(inp))
-    document_frequency = np.zeros(size, dtype=np.int64)
-    import tensorflow as tf
-
-    for start in range(0, len(texts), 256):
-        ids = np.asarray(tokens(tf.constant(list(texts[start : start + 256]), dtype=tf.string)))
-        for row in ids:
-            document_frequency[np.unique(row)] += 1
-    idf = np.log((1.0 + len(texts)) / (1.0 + document_frequency)) + 1.0
+    idf = smoothed_idf(_document_frequencies(tokens, texts), len(texts))
     idf[:2] = 0.0
     rows = np.zeros(size, dtype=np.int32)
     rows[2:] = vectors.rows

@@ -13,6 +13,7 @@ against the Keras models on sample inputs; a bundle whose export disagrees is re
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -62,6 +63,23 @@ def _segment_of(vectorizer: Any) -> str | None:
     raise ExportError(f"{vectorizer.name} reads the output of {producer.name}, which has no NumPy replica")
 
 
+def _save_vectorizer(replica: NumpyTextVectorizer, out_dir: Path) -> str:
+    """Write `replica` under a name made from its content and return the name.
+
+    The fusion model's vectorisers are the text model's: they land on the same files, so the
+    bundle holds each vocabulary once and the serving runtime loads it once.
+    """
+    staging = out_dir / "vectorizer.staging.json"
+    replica.save(staging)
+    staged = [staging, staging.with_suffix(".idf.npy")]
+    digest = hashlib.sha256(b"".join(f.read_bytes() for f in staged if f.is_file())).hexdigest()[:16]
+    file = out_dir / f"vectorizer-{digest}.json"
+    for source, target in zip(staged, (file, file.with_suffix(".idf.npy")), strict=True):
+        if source.is_file():
+            source.replace(target)
+    return file.name
+
+
 def _keras_inputs(model: Any, texts: list[str] | None, images: np.ndarray | None) -> dict[str, Any]:
     import tensorflow as tf
 
@@ -87,9 +105,8 @@ def export_model(model: Any, out_dir: Path, kind: str) -> dict[str, Any]:
     inputs: list[dict[str, Any]] = []
     specs = []
     for i, layer in enumerate(vectorizers):
-        file = f"{kind}.vectorizer{i}.json"
         replica = NumpyTextVectorizer.from_keras_layer(layer, segment=_segment_of(layer))
-        replica.save(out_dir / file)
+        file = _save_vectorizer(replica, out_dir)
         name = f"text_vector_{i}"
         dtype = tf.int64 if replica.output_mode == "int" else tf.float32
         specs.append(tf.TensorSpec([None, replica.size], dtype, name=name))

@@ -9,7 +9,6 @@ layers; images through the shared `resize_image`. Sessions are thread-safe.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,17 +64,14 @@ class ModelRuntime:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         models: dict[str, _Model] = {}
-        # The fusion model's vectorisers are the text model's: same file content, loaded once.
-        vectorizers: dict[str, NumpyTextVectorizer] = {}
+        # The fusion model names the text model's vectoriser files (`models.export` writes each
+        # vocabulary once): each file is loaded once.
+        vectorizers: dict[Path, NumpyTextVectorizer] = {}
 
         def vectorizer(file: Path) -> NumpyTextVectorizer:
-            idf = file.with_suffix(".idf.npy")
-            digest = hashlib.sha256(
-                file.read_bytes() + (idf.read_bytes() if idf.is_file() else b"")
-            ).hexdigest()
-            if digest not in vectorizers:
-                vectorizers[digest] = NumpyTextVectorizer.load(file)
-            return vectorizers[digest]
+            if file not in vectorizers:
+                vectorizers[file] = NumpyTextVectorizer.load(file)
+            return vectorizers[file]
 
         try:
             for kind, entry in spec["models"].items():

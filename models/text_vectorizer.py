@@ -29,7 +29,7 @@ SUPPORTED_STANDARDIZE = {None, "lower", "strip_punctuation", "lower_and_strip_pu
 SUPPORTED_OUTPUT = {"tf_idf", "count", "multi_hot", "int"}
 SUPPORTED_SEGMENTS = {None, "title"}
 # In "int" mode Keras reserves index 0 for padding and index 1 for out-of-vocabulary words.
-_INT_PAD, _INT_OOV = 0, 1
+_INT_OOV = 1
 
 
 def keras_standardize(text: str, standardize: str | None = "lower_and_strip_punctuation") -> str:
@@ -71,10 +71,6 @@ class NumpyTextVectorizer:
     def size(self) -> int:
         """Width of one output row: the vocabulary size, or the sequence length in "int" mode."""
         return int(self.sequence_length) if self.output_mode == "int" else len(self.vocabulary)
-
-    @property
-    def dtype(self) -> type:
-        return np.int64 if self.output_mode == "int" else np.float32
 
     @classmethod
     def from_keras_layer(cls, layer: Any, segment: str | None = None) -> NumpyTextVectorizer:
