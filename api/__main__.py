@@ -20,6 +20,9 @@ def main() -> None:
         port=settings.PORT,
         log_level=level,
         access_log=level == "debug",
+        # In-flight requests get this long at SIGTERM; then the lifespan drains the log
+        # writer (LOG_DRAIN_SECONDS). Both fit in compose's and k8s's 30 s grace.
+        timeout_graceful_shutdown=settings.SHUTDOWN_GRACE_SECONDS,
     )
 
 

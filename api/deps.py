@@ -6,12 +6,15 @@ from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
+from fastapi.responses import JSONResponse
 from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy.orm import Session
 
 from api.security import TokenError, decode_access_token
+from api.user_cache import ActiveUserCache
 from config import Settings
 from db import users
+from db.session import is_unreachable
 from db.tables import User
 
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/login", auto_error=False)
@@ -32,21 +35,36 @@ SessionDep = Annotated[Session, Depends(get_session)]
 TokenDep = Annotated[str | None, Depends(oauth2_scheme)]
 
 
-def authenticate(token: str | None, *, session: Session, settings: Settings) -> User:
-    """The active user a bearer token belongs to; 401/403 HTTPException otherwise."""
+def authenticate(
+    token: str | None, *, session: Session, settings: Settings, user_cache: ActiveUserCache | None = None
+) -> User:
+    """The active user a bearer token belongs to; 401/403 HTTPException otherwise.
+
+    With a `user_cache`, a database outage falls back to a user recently seen active (the
+    token itself is still verified); without one, or for anyone else, the outage propagates
+    (a 503 from the app's handler).
+    """
     if not token:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "Not authenticated", headers=UNAUTHORIZED_HEADERS)
     try:
         payload = decode_access_token(token, secret=settings.SECRET_KEY)
     except TokenError as exc:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, str(exc), headers=UNAUTHORIZED_HEADERS) from exc
-    user = users.get_user(session=session, user_id=int(payload["sub"]))
+    try:
+        user = users.get_user(session=session, user_id=int(payload["sub"]))
+    except Exception as exc:
+        cached = user_cache.recall(int(payload["sub"])) if user_cache and is_unreachable(exc) else None
+        if cached is None:
+            raise
+        return cached
     if user is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED, "Could not validate credentials", headers=UNAUTHORIZED_HEADERS
         )
     if not user.is_active:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "Inactive user")
+    if user_cache is not None:
+        user_cache.remember(user)
     return user
 
 
@@ -66,3 +84,37 @@ def get_current_admin(user: CurrentUser) -> User:
 
 
 AdminUser = Annotated[User, Depends(get_current_admin)]
+
+
+def database_unavailable(settings: Settings) -> JSONResponse:
+    """The answer of a route that needs the database while it is unreachable."""
+    return JSONResponse(
+        {"detail": "The database is unavailable; try again shortly"},
+        status_code=503,
+        headers={"Retry-After": str(settings.DB_RETRY_AFTER_SECONDS)},
+    )
+
+
+class RateLimitExceededError(Exception):
+    """The user has used up a rate limit; `retry_after` seconds until the next request counts."""
+
+    def __init__(self, name: str, retry_after: int) -> None:
+        super().__init__(f"Too many requests to {name}; retry in {retry_after} s")
+        self.retry_after = retry_after
+
+
+def check_rate_limit(request: Request, name: str, user: User) -> None:
+    """Count one request of `user` against the limit `name` (RateLimitExceededError beyond it)."""
+    retry_after = request.app.state.rate_limiter.hit(name, str(user.id))
+    if retry_after is not None:
+        raise RateLimitExceededError(name, retry_after)
+
+
+def rate_limited(name: str):  # type: ignore[no-untyped-def]
+    """A dependency that counts the current user's request against the limit `name`."""
+
+    def dependency(request: Request, user: CurrentUser) -> User:
+        check_rate_limit(request, name, user)
+        return user
+
+    return Depends(dependency)

@@ -6,7 +6,9 @@ lifespan and held on `app.state`, never at import time.
 
 from __future__ import annotations
 
+import hmac
 import logging
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -15,30 +17,36 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.deps import RateLimitExceededError, database_unavailable
 from api.inputs import BodyTooLargeError, max_body_bytes
 from api.log_writer import LogWriter
 from api.metrics import Metrics
 from api.model_manager import LoadedModel, ModelManager
+from api.rate_limit import RateLimiter
 from api.routes import auth, health, logs, model_versions, monitoring, predict, products, stats, ui, users
+from api.schemas import REQUEST_ID_PATTERN
 from api.security import hash_password
+from api.user_cache import ActiveUserCache
 from config import Settings, get_settings
 from db.products import list_categories
 from db.seed import ensure_first_admin
-from db.session import make_engine, make_session_factory, session_scope
+from db.session import is_unreachable, make_engine, make_session_factory, session_scope
 from store.blob import open_blob_store
 from store.cache import ModelCache
 from store.models import open_model_store
 
 logger = logging.getLogger(__name__)
+REQUEST_ID = re.compile(REQUEST_ID_PATTERN)
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     metrics: Metrics = app.state.metrics
-    engine = make_engine(settings.DATABASE_URL)
+    engine = make_engine(settings.DATABASE_URL, connect_timeout=settings.DB_CONNECT_TIMEOUT_SECONDS)
     app.state.engine = engine
     app.state.session_factory = make_session_factory(engine)
     with session_scope(app.state.session_factory) as session:
@@ -51,16 +59,24 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.categories = list_categories(session=session)
     app.state.image_store = open_blob_store(settings.IMAGE_STORE_URI)
 
+    app.state.user_cache = ActiveUserCache(settings.USER_CACHE_SECONDS)
+    app.state.rate_limiter = RateLimiter(
+        settings.RATE_LIMIT_STORAGE_URI,
+        {"predict": settings.RATE_LIMIT_PREDICT, "products": settings.RATE_LIMIT_PRODUCTS},
+    )
+
     writer = LogWriter(
         app.state.session_factory,
         batch_size=settings.LOG_BATCH_SIZE,
         flush_seconds=settings.LOG_FLUSH_SECONDS,
         max_queue=settings.LOG_QUEUE_MAX,
-        spill_path=settings.MODEL_CACHE_DIR.parent / "prediction-logs.spill.jsonl",
+        spill_dir=settings.LOG_SPILL_DIR,
+        drain_seconds=settings.LOG_DRAIN_SECONDS,
+        on_dead_letter=metrics.log_dead_letters.inc,
     )
     writer.start()
     app.state.log_writer = writer
-    metrics.track_log_writer(lambda: writer.depth, lambda: writer.failures)
+    metrics.track_log_writer(writer)
 
     def on_change(loaded: LoadedModel) -> None:
         metrics.set_model_version(loaded.version)
@@ -114,18 +130,24 @@ class BodySizeLimit:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the application; `settings` defaults to the environment's."""
     settings = settings or get_settings()
+    docs = settings.API_DOCS_ENABLED
     app = FastAPI(
         title="Rakuten product-type classifier",
         version="1.0.0",
         description="Ranked product-type recommendations for Rakuten France listings.",
         lifespan=lifespan,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
     )
     app.state.settings = settings
     app.state.metrics = metrics = Metrics()
 
     @app.middleware("http")
     async def request_context(request: Request, call_next):  # type: ignore[no-untyped-def]
-        request.state.request_id = request.headers.get("X-Request-ID") or str(uuid.uuid4())
+        # The client's id is kept only when well-formed: it becomes the log row's unique key.
+        sent = request.headers.get("X-Request-ID", "")
+        request.state.request_id = sent if REQUEST_ID.fullmatch(sent) else str(uuid.uuid4())
         started = time.perf_counter()
         response = await call_next(request)
         route = request.scope.get("route")
@@ -141,6 +163,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             {"detail": f"Request body over {max_body_bytes(settings)} bytes"}, status_code=413
         )
 
+    @app.exception_handler(RateLimitExceededError)
+    async def rate_limited(request: Request, exc: RateLimitExceededError) -> JSONResponse:
+        return JSONResponse(
+            {"detail": str(exc)}, status_code=429, headers={"Retry-After": str(exc.retry_after)}
+        )
+
+    @app.exception_handler(SQLAlchemyError)
+    async def database_error(request: Request, exc: SQLAlchemyError) -> JSONResponse:
+        # Handled here rather than by the catch-all below, so that the connection is kept
+        # alive; the message is SQLAlchemy's first line, parameters hidden (db.session).
+        request_id = getattr(request.state, "request_id", None)
+        if is_unreachable(exc):
+            logger.warning("database unreachable on %s %s: %s", request.method, request.url.path, exc)
+            return database_unavailable(settings)
+        logger.error(
+            "database error on %s %s (request %s): %s", request.method, request.url.path, request_id, exc
+        )
+        return JSONResponse({"detail": "Internal server error", "request_id": request_id}, status_code=500)
+
     @app.exception_handler(Exception)
     async def unhandled(request: Request, exc: Exception) -> JSONResponse:
         # A 500 is always a bug: log it with the request id the client saw.
@@ -151,7 +192,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse({"detail": "Internal server error", "request_id": request_id}, status_code=500)
 
     @app.get("/metrics", include_in_schema=False)
-    def prometheus_metrics() -> Response:
+    def prometheus_metrics(request: Request) -> Response:
+        # Public in development; in production only with METRICS_TOKEN (Prometheus sends it
+        # as a bearer token), and not found at all while none is configured.
+        expected = settings.METRICS_TOKEN
+        if expected or settings.APP_ENV == "production":
+            sent = request.headers.get("authorization", "")
+            if not expected or not hmac.compare_digest(sent.encode(), f"Bearer {expected}".encode()):
+                return JSONResponse({"detail": "Not Found"}, status_code=404)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes(settings))

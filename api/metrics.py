@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+if TYPE_CHECKING:
+    from api.log_writer import LogWriter
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -51,9 +54,27 @@ class Metrics:
             "prediction_log_write_failures", "Failed batch writes so far (retried)", registry=self.registry
         )
 
-    def track_log_writer(self, depth: Callable[[], int], failures: Callable[[], int]) -> None:
-        self.log_queue_depth.set_function(depth)
-        self.log_write_failures.set_function(failures)
+        self.log_dead_letters = Counter(
+            "prediction_log_dead_letters",
+            "Prediction logs the database refused, moved to the dead-letter file",
+            registry=self.registry,
+        )
+        self.log_spilled = Gauge(
+            "prediction_log_spilled",
+            "Prediction logs spilled to disk by this process so far (queue full or shutdown)",
+            registry=self.registry,
+        )
+        self.log_spill_files = Gauge(
+            "prediction_log_spill_files",
+            "Spill files waiting to be replayed into the database",
+            registry=self.registry,
+        )
+
+    def track_log_writer(self, writer: LogWriter) -> None:
+        self.log_queue_depth.set_function(lambda: writer.depth)
+        self.log_write_failures.set_function(lambda: writer.failures)
+        self.log_spilled.set_function(lambda: writer.spilled)
+        self.log_spill_files.set_function(lambda: writer.backlog_files)
 
     def set_model_version(self, version: str | None) -> None:
         self.model_info.clear()

@@ -9,6 +9,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 Role = Literal["admin", "seller"]
 USERNAME_PATTERN = r"^[A-Za-z0-9_.@-]+$"
+# A request id: what /predict answers with, what a client may send as X-Request-ID, what a
+# product refers to. Ids outside it (too long for the logs' column, odd bytes) are replaced.
+REQUEST_ID_PATTERN = r"^[A-Za-z0-9-]{1,36}$"
 
 
 class Token(BaseModel):

@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -51,10 +51,35 @@ class Settings(BaseSettings):
     MAX_IMAGE_BYTES: int = Field(default=10 * 1024 * 1024, ge=1)
     MAX_IMAGE_PIXELS: int = Field(default=40_000_000, ge=1)
 
-    # Prediction log writer
+    # Prediction log writer (docs/security.md: what is promised about logs under each fault)
     LOG_BATCH_SIZE: int = Field(default=200, ge=1)
     LOG_FLUSH_SECONDS: float = Field(default=0.5, gt=0)
     LOG_QUEUE_MAX: int = Field(default=100_000, ge=1)
+    # Spill files (a full queue, a shutdown with the database down) and the dead-letter file.
+    LOG_SPILL_DIR: Path = VAR_DIR / "prediction-logs"
+    # At shutdown, how long the writer tries the database before spilling what is left.
+    LOG_DRAIN_SECONDS: float = Field(default=10.0, ge=0, le=60)
+    # Uvicorn's wait for in-flight requests at shutdown; with LOG_DRAIN_SECONDS it must fit in
+    # the orchestrator's grace (compose stop_grace_period, k8s terminationGracePeriodSeconds: 30 s).
+    SHUTDOWN_GRACE_SECONDS: float = Field(default=10.0, ge=0, le=60)
+
+    # Database outages: routes that need the database answer 503 with this Retry-After.
+    DB_RETRY_AFTER_SECONDS: int = Field(default=5, ge=1, le=300)
+    DB_CONNECT_TIMEOUT_SECONDS: int = Field(default=5, ge=1, le=60)
+    # While the database is unreachable, /predict still authenticates a token whose user was
+    # seen active within this many seconds (0: never; /predict then answers 503 too).
+    USER_CACHE_SECONDS: float = Field(default=300.0, ge=0, le=3600)
+
+    # Per-user rate limits (the `limits` package's notation: "120/minute", "10/second;500/hour").
+    # memory:// holds per process; redis://host:6379/N shares them across workers and replicas.
+    RATE_LIMIT_STORAGE_URI: str = "memory://"
+    RATE_LIMIT_PREDICT: str = "120/minute"
+    RATE_LIMIT_PRODUCTS: str = "30/minute"
+
+    # Operations endpoints. /metrics: public in development; in production it needs this bearer
+    # token (and answers 404 while none is set). /docs, /redoc and /openapi.json can be turned off.
+    METRICS_TOKEN: str | None = None
+    API_DOCS_ENABLED: bool = True
 
     # Pipelines (Airflow tasks, `make run` bootstrap)
     API_URL: str = "http://127.0.0.1:8000"
@@ -102,6 +127,17 @@ class Settings(BaseSettings):
             if len(self.SECRET_KEY) < 32:
                 raise ValueError("SECRET_KEY must be at least 32 characters when APP_ENV=production")
         return self
+
+    @field_validator("RATE_LIMIT_PREDICT", "RATE_LIMIT_PRODUCTS")
+    @classmethod
+    def _rate_limit_notation(cls, value: str) -> str:
+        from limits import parse_many  # a light import, only when settings are built
+
+        try:
+            parse_many(value)
+        except ValueError as exc:
+            raise ValueError(f"not a rate limit such as '120/minute': {value!r}") from exc
+        return value
 
     @property
     def is_sqlite(self) -> bool:

@@ -41,3 +41,7 @@ def query_logs(
         stmt.order_by(PredictionLog.created_at.desc(), PredictionLog.id.desc()).offset(offset).limit(limit)
     ).all()
     return total, [(log, name) for log, name in rows]
+
+
+def get_log(*, session: Session, request_id: str) -> PredictionLog | None:
+    return session.scalar(select(PredictionLog).where(PredictionLog.request_id == request_id))

@@ -85,3 +85,29 @@ def set_label_status(
     session.commit()
     session.refresh(product)
     return product
+
+
+def get_product_by_request_id(*, session: Session, request_id: str) -> Product | None:
+    return session.scalar(select(Product).where(Product.request_id == request_id))
+
+
+def update_confirmation(
+    *,
+    session: Session,
+    product: Product,
+    designation: str,
+    description: str,
+    image_ref: str | None,
+    prdtypecode: int,
+) -> Product:
+    """A seller changed their mind about the product of one prediction: it is relabelled."""
+    product.designation = designation
+    product.description = description
+    if image_ref is not None:
+        product.image_ref = image_ref
+    product.prdtypecode = prdtypecode
+    product.label_status = "unverified"
+    product.quarantine_reason = None
+    session.commit()
+    session.refresh(product)
+    return product

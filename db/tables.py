@@ -124,7 +124,8 @@ class Product(Base):
     source: Mapped[str] = mapped_column(String(32), default="seller")
     label_status: Mapped[str] = mapped_column(String(16), default="unverified", index=True)
     quarantine_reason: Mapped[str | None] = mapped_column(Text)
-    request_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    # One product per prediction (migration 0003): a second confirmation updates this one.
+    request_id: Mapped[str | None] = mapped_column(String(36), index=True, unique=True)
     created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 

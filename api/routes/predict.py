@@ -12,10 +12,12 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from sqlalchemy.exc import SQLAlchemyError
 
-from api.deps import authenticate
+from api.deps import RateLimitExceededError, authenticate, check_rate_limit, database_unavailable
 from api.inputs import InputError, PredictInput, PredictJSON, parse_predict_request
 from api.model_manager import LoadedModel, NoModelError
+from db.session import is_unreachable
 
 router = APIRouter(tags=["predict"])
 logger = logging.getLogger(__name__)
@@ -64,7 +66,8 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     413: {"description": "Image or body over the size limit"},
     415: {"description": "Neither multipart/form-data nor application/json"},
     422: {"description": "Nothing usable sent, text too long, unreadable image, bad base64, bad top_k"},
-    503: {"description": "No model loaded yet"},
+    429: {"description": "Rate limit (RATE_LIMIT_PREDICT) used up; see Retry-After"},
+    503: {"description": "No model loaded yet, or the database is unreachable (see Retry-After)"},
 }
 
 
@@ -112,6 +115,7 @@ async def predict(request: Request) -> JSONResponse:
         token = _bearer_token(request)
         user = await run_in_threadpool(_authenticate, state, token)
         log["user_id"] = user.id
+        check_rate_limit(request, "predict", user)
         inputs = await parse_predict_request(request, state.settings)
         log["inputs"] = inputs.summary
         try:
@@ -152,6 +156,22 @@ async def predict(request: Request) -> JSONResponse:
     except InputError as exc:
         status_code, outcome, error = exc.status_code, exc.outcome, exc.detail
         return JSONResponse({"detail": exc.detail, "request_id": request_id}, status_code=exc.status_code)
+    except RateLimitExceededError as exc:
+        status_code, outcome, error = 429, "rate_limited", str(exc)
+        return JSONResponse(
+            {"detail": str(exc), "request_id": request_id},
+            status_code=429,
+            headers={"Retry-After": str(exc.retry_after)},
+        )
+    except SQLAlchemyError as exc:
+        if not is_unreachable(exc):
+            error = f"{type(exc).__name__}"
+            raise
+        # Only the user lookup touches the database, and no recently seen user matched.
+        status_code, outcome, error = 503, "db_unavailable", "database unreachable"
+        response = database_unavailable(state.settings)
+        response.headers["X-Request-ID"] = request_id
+        return response
     except HTTPException as exc:  # from authentication
         status_code, error = exc.status_code, str(exc.detail)
         outcome = "unauthorized" if exc.status_code == 401 else "forbidden"
@@ -177,4 +197,4 @@ def _bearer_token(request: Request) -> str | None:
 
 def _authenticate(state: Any, token: str | None) -> Any:
     with state.session_factory() as session:
-        return authenticate(token, session=session, settings=state.settings)
+        return authenticate(token, session=session, settings=state.settings, user_cache=state.user_cache)

@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import re
+import time
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.exc import IntegrityError
 
-from api.deps import AdminUser, CurrentUser, SessionDep
+from api.deps import AdminUser, SessionDep, rate_limited
 from api.inputs import InputError, check_text_length, decode_checked_image, read_fields
-from api.schemas import CategoryOut, LabelStatus, Page, ProductOut, ProductUpdate
-from db import products
+from api.schemas import REQUEST_ID_PATTERN, CategoryOut, LabelStatus, Page, ProductOut, ProductUpdate
+from db import logs, products
+from db.tables import User
 from models.preprocessing import combine_text
 
 router = APIRouter(tags=["products"])
-REQUEST_ID = re.compile(r"^[A-Za-z0-9-]{1,36}$")
+REQUEST_ID = re.compile(REQUEST_ID_PATTERN)
 
 
 class ProductJSON(BaseModel):
@@ -66,8 +69,15 @@ def list_categories(request: Request, session: SessionDep) -> list[CategoryOut]:
         }
     },
 )
-async def submit_product(request: Request, user: CurrentUser) -> ProductOut:
-    """Store a labelled product for retraining (status "unverified")."""
+async def submit_product(
+    request: Request, response: Response, user: Annotated[User, rate_limited("products")]
+) -> ProductOut:
+    """Store a labelled product for retraining (status "unverified"); one per prediction.
+
+    A product that names the `request_id` of one of the seller's own predictions confirms
+    it; confirming the same prediction again relabels that product (200) instead of adding
+    another, so that a prediction counts once in the live hit rates.
+    """
     state = request.app.state
     try:
         _, fields = await read_fields(
@@ -87,7 +97,7 @@ async def submit_product(request: Request, user: CurrentUser) -> ProductOut:
             raise InputError(422, f"Unknown prdtypecode {prdtypecode}; see GET /categories")
         request_id = fields.get("request_id") or None
         if request_id is not None and not REQUEST_ID.match(request_id):
-            raise InputError(422, "request_id must be the request_id a /predict answer returned")
+            raise InputError(422, NOT_YOUR_PREDICTION)
         image_bytes = fields.get("image_bytes")
         if image_bytes is not None:
             decode_checked_image(image_bytes, state.settings)  # refuse what could not be trained on
@@ -96,28 +106,72 @@ async def submit_product(request: Request, user: CurrentUser) -> ProductOut:
     except InputError as exc:
         raise HTTPException(exc.status_code, exc.detail) from exc
 
-    def store() -> ProductOut:
+    def store() -> tuple[ProductOut, bool]:
+        if request_id is not None:
+            _check_own_prediction(state, request_id, user.id)
         image_ref = None
         if image_bytes is not None:
             image_ref = state.image_store.put_content_addressed(
                 image_bytes, suffix=".jpg", namespace="products"
             )
+        fields = {
+            "designation": designation,
+            "description": description,
+            "image_ref": image_ref,
+            "prdtypecode": prdtypecode,
+        }
         with state.session_factory() as session:
-            product = products.create_product(
-                session=session,
-                product_id=f"seller-{uuid.uuid4().hex}",
-                designation=designation,
-                description=description,
-                image_ref=image_ref,
-                prdtypecode=prdtypecode,
-                source="seller",
-                label_status="unverified",
-                request_id=request_id,
-                created_by=user.id,
-            )
-            return ProductOut.model_validate(product)
+            for _attempt in range(2):  # a concurrent first confirmation wins: update it
+                existing = (
+                    products.get_product_by_request_id(session=session, request_id=request_id)
+                    if request_id is not None
+                    else None
+                )
+                if existing is not None:
+                    if existing.created_by != user.id:
+                        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, NOT_YOUR_PREDICTION)
+                    product = products.update_confirmation(session=session, product=existing, **fields)
+                    return ProductOut.model_validate(product), False
+                try:
+                    product = products.create_product(
+                        session=session,
+                        product_id=f"seller-{uuid.uuid4().hex}",
+                        source="seller",
+                        label_status="unverified",
+                        request_id=request_id,
+                        created_by=user.id,
+                        **fields,
+                    )
+                except IntegrityError:
+                    session.rollback()
+                    continue
+                return ProductOut.model_validate(product), True
+        raise HTTPException(status.HTTP_409_CONFLICT, "This prediction is being confirmed by another request")
 
-    return await run_in_threadpool(store)
+    product, created = await run_in_threadpool(store)
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    return product
+
+
+NOT_YOUR_PREDICTION = "request_id must be the request_id of one of your own successful /predict answers"
+# A prediction's log row is written in the background (within LOG_FLUSH_SECONDS, by whichever
+# worker answered it): a confirmation sent right after the answer waits this long for it.
+LOG_ARRIVAL_SECONDS = 3.0
+
+
+def _check_own_prediction(state: Any, request_id: str, user_id: int) -> None:
+    """422 unless `request_id` is a successful prediction of this user."""
+    deadline = time.monotonic() + LOG_ARRIVAL_SECONDS
+    while True:
+        with state.session_factory() as session:
+            log = logs.get_log(session=session, request_id=request_id)
+        if log is not None or time.monotonic() > deadline:
+            break
+        state.log_writer.flush(timeout=0.25)  # ours is still queued, perhaps
+        time.sleep(0.05)
+    if log is None or log.user_id != user_id or log.status_code != 200:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, NOT_YOUR_PREDICTION)
 
 
 @router.get("/products", response_model=Page[ProductOut])

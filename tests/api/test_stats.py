@@ -150,8 +150,8 @@ def test_hit_rates_compare_confirmed_products_with_the_logged_ranking(client, ad
         product(in_set.request_id, 10),
         product(outside.request_id, 40),
         product(unknowable.request_id, 1140),
-        product(changed_mind.request_id, 60),
-        product(changed_mind.request_id, 50),  # confirmed twice: the latest choice counts
+        # Confirmed 60, then 50: one product per prediction, updated to the latest choice.
+        product(changed_mind.request_id, 50),
         product(str(uuid.uuid4()), 10),  # a product that answers no logged request
     )
     rates = {row["model_kind"]: row for row in stats(client, admin_token)["hit_rate"]}
