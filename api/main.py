@@ -80,11 +80,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
     def on_change(loaded: LoadedModel) -> None:
         metrics.set_model_version(loaded.version)
+        metrics.model_fallback.set(1 if loaded.fallback_reason else 0)
 
     app.state.model_store = open_model_store(settings.MODEL_STORE_URI)
     manager = ModelManager(
         ModelCache(app.state.model_store, settings.MODEL_CACHE_DIR),
         poll_seconds=settings.MODEL_POLL_SECONDS,
+        fallback_tries=settings.MODEL_FALLBACK_TRIES,
         on_change=on_change,
         on_reload=lambda result: metrics.model_reloads.labels(result).inc(),
     )

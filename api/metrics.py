@@ -44,6 +44,11 @@ class Metrics:
         self.model_info = Gauge(
             "model_version_info", "The loaded model version (value 1)", ["version"], registry=self.registry
         )
+        self.model_fallback = Gauge(
+            "model_fallback",
+            "1 while the loaded model is a startup fallback, not the production version",
+            registry=self.registry,
+        )
         self.model_reloads = Counter(
             "model_reloads_total", "Model reload attempts by result", ["result"], registry=self.registry
         )

@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     MODEL_STORE_URI: str = str(VAR_DIR / "model-store")
     MODEL_CACHE_DIR: Path = VAR_DIR / "model-cache"
     MODEL_POLL_SECONDS: float = Field(default=30.0, ge=0)
+    # When the production version cannot be loaded at startup, how many earlier versions
+    # (pointer history, then cache) the API tries before starting without a model; 0: none.
+    MODEL_FALLBACK_TRIES: int = Field(default=3, ge=0)
     IMAGE_STORE_URI: str = str(VAR_DIR / "images")
     DATA_STORE_URI: str = str(VAR_DIR / "datasets")
 

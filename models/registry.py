@@ -4,17 +4,21 @@ Usage:
     python -m models.registry [--json] list [--all]
     python -m models.registry [--json] show VERSION
     python -m models.registry [--json] publish BUNDLE_DIR
-    python -m models.registry [--json] promote VERSION [--no-verify]
+    python -m models.registry [--json] promote VERSION
     python -m models.registry [--json] rollback
     python -m models.registry [--json] history
     python -m models.registry [--json] verify VERSION
 
 The store is MODEL_STORE_URI (a folder or s3://bucket/prefix); publications, promotions and
-rollbacks are also recorded in the model versions table of DATABASE_URL.
+rollbacks are also recorded in the model versions table of DATABASE_URL. Promote and rollback
+go through `pipelines.registry_ops` like the API and the retraining pipeline: the target is
+downloaded, checked against its manifest and loaded by the serving runtime first (`verify` runs
+the same check alone), and a version that fails never becomes production.
 
 Exit codes: 0 done; 1 the database record failed (the store change was made); 2 usage;
 3 unknown or incomplete version; 4 tampered or missing files; 5 refused (version exists,
-invalid bundle, nothing to roll back); 6 store unreachable.
+invalid bundle, nothing to roll back); 6 store unreachable; 7 the version's files are intact
+but the serving runtime cannot load or self-check it.
 """
 
 from __future__ import annotations
@@ -23,7 +27,9 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from store.blob import BlobStoreUnavailableError
@@ -34,7 +40,7 @@ from store.models import (
     ModelStore,
     ModelStoreError,
     NothingToRollBackError,
-    Promotion,
+    UnservableVersionError,
     VersionExistsError,
     VersionNotFoundError,
     open_model_store,
@@ -42,12 +48,22 @@ from store.models import (
 
 logger = logging.getLogger(__name__)
 
-EXIT_OK, EXIT_DB, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_TAMPERED, EXIT_REFUSED, EXIT_UNAVAILABLE = range(7)
+(
+    EXIT_OK,
+    EXIT_DB,
+    EXIT_USAGE,
+    EXIT_NOT_FOUND,
+    EXIT_TAMPERED,
+    EXIT_REFUSED,
+    EXIT_UNAVAILABLE,
+    EXIT_UNSERVABLE,
+) = range(8)
 # Most specific first: InvalidVersionError is also a ValueError, VersionNotFoundError a LookupError.
 ERROR_EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (VersionNotFoundError, EXIT_NOT_FOUND),
     (InvalidVersionError, EXIT_NOT_FOUND),
     (ChecksumMismatchError, EXIT_TAMPERED),
+    (UnservableVersionError, EXIT_UNSERVABLE),
     (VersionExistsError, EXIT_REFUSED),
     (InvalidBundleError, EXIT_REFUSED),
     (NothingToRollBackError, EXIT_REFUSED),
@@ -56,45 +72,17 @@ ERROR_EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
 )
 
 
-class DatabaseRecordError(RuntimeError):
-    """The store was updated but recording it in the database failed."""
-
-
-# -- database recording ---------------------------------------------------------------------
-
-
-def _record(action: str, work: Callable[[Any], None]) -> None:
-    """Run `work(session)` against DATABASE_URL, after the store change it records was made."""
+@contextmanager
+def _session_factory() -> Iterator[Any]:
+    """A session factory on DATABASE_URL, for the commands that record what they change."""
     from config import get_settings
-    from db.session import make_engine, make_session_factory, session_scope
+    from db.session import make_engine, make_session_factory
 
     engine = make_engine(get_settings().DATABASE_URL)
     try:
-        with session_scope(make_session_factory(engine)) as session:
-            work(session)
-    except Exception as exc:  # the store change is made: whatever failed, say exactly that
-        raise DatabaseRecordError(
-            f"{action} done in the store, but recording it in the database failed: {exc}"
-        ) from exc
+        yield make_session_factory(engine)
     finally:
         engine.dispose()
-
-
-def _record_published(store: ModelStore, version: str) -> None:
-    from pipelines.registry_ops import ensure_recorded
-
-    _record("publish", lambda session: ensure_recorded(session, store, version))
-
-
-def _record_production(store: ModelStore, promotion: Promotion) -> None:
-    from db.model_versions import record_promotion
-    from pipelines.registry_ops import ensure_recorded
-
-    def work(session: Any) -> None:
-        ensure_recorded(session, store, promotion.version)
-        record_promotion(session=session, version=promotion.version)
-
-    _record(promotion.action, work)
 
 
 # -- commands -------------------------------------------------------------------------------
@@ -120,22 +108,28 @@ def cmd_show(store: ModelStore, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_publish(store: ModelStore, args: argparse.Namespace) -> dict[str, Any]:
-    version = store.publish(args.bundle_dir)
-    _record_published(store, version)
+    from pipelines.registry_ops import publish_bundle
+
+    with _session_factory() as session_factory:
+        version = publish_bundle(store, session_factory, Path(args.bundle_dir))
     return {"version": version, "location": store.location(version)}
 
 
 def cmd_promote(store: ModelStore, args: argparse.Namespace) -> dict[str, Any]:
-    if args.verify:
-        store.verify(args.version)  # never point production at tampered files
-    promotion = store.promote(args.version)
-    _record_production(store, promotion)
+    from pipelines.registry_ops import promote_version
+
+    with _session_factory() as session_factory:
+        promotion = promote_version(
+            store, session_factory, args.version, gate={"reason": "manual promotion (registry CLI)"}
+        )
     return promotion.to_dict()
 
 
 def cmd_rollback(store: ModelStore, args: argparse.Namespace) -> dict[str, Any]:
-    promotion = store.rollback()
-    _record_production(store, promotion)
+    from pipelines.registry_ops import rollback_production
+
+    with _session_factory() as session_factory:
+        promotion = rollback_production(store, session_factory)
     return promotion.to_dict()
 
 
@@ -144,7 +138,9 @@ def cmd_history(store: ModelStore, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_verify(store: ModelStore, args: argparse.Namespace) -> dict[str, Any]:
-    manifest = store.verify(args.version)
+    from pipelines.registry_ops import verify_servable
+
+    manifest = verify_servable(store, args.version)  # exactly what a promotion would check
     return {"version": manifest.version, "verified_files": len(manifest.files), "size": manifest.size}
 
 
@@ -220,7 +216,10 @@ def render(command: str, result: dict[str, Any]) -> str:
             lines.append(f"{label} {p['version']:<28} {p['promoted_at']}{extra}")
         return "\n".join(lines)
     if command == "verify":
-        return f"{result['version']}: {result['verified_files']} files match the manifest ({_fmt_size(result['size'])})"
+        return (
+            f"{result['version']}: {result['verified_files']} files match the manifest "
+            f"({_fmt_size(result['size'])}); the serving runtime loads and self-checks it"
+        )
     return json.dumps(result, indent=2)
 
 
@@ -250,13 +249,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true", help="also show incomplete versions")
     sub.add_parser("show", parents=[common], help="a version's manifest and metrics").add_argument("version")
     sub.add_parser("publish", parents=[common], help="upload a bundle directory").add_argument("bundle_dir")
-    p = sub.add_parser("promote", parents=[common], help="make a version the production one")
-    p.add_argument("version")
-    p.add_argument("--no-verify", dest="verify", action="store_false", help="skip the checksum verification")
-    sub.add_parser("rollback", parents=[common], help="go back to the previously promoted version")
+    sub.add_parser(
+        "promote", parents=[common], help="verify a version, then make it the production one"
+    ).add_argument("version")
+    sub.add_parser(
+        "rollback", parents=[common], help="verify the previously promoted version, then go back to it"
+    )
     sub.add_parser("history", parents=[common], help="current and previous promotions")
     sub.add_parser(
-        "verify", parents=[common], help="check a version's files against its manifest"
+        "verify", parents=[common], help="check a version's files and load it as the API would"
     ).add_argument("version")
     return parser
 
@@ -267,6 +268,7 @@ def _write(text: str, *, err: bool = False) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     from config import get_settings
+    from pipelines.registry_ops import DatabaseRecordError
 
     args = build_parser().parse_args(argv)
     settings = get_settings()

@@ -146,6 +146,25 @@ class ModelRuntime:
                 raise BundleError(f"{self.path}: empty suggestion set for the {kind} model")
 
 
+def load_serving_runtime(path: str | Path) -> ModelRuntime:
+    """The runtime the API serves `path` with: ONNX engine, validated, warmed up and self-checked.
+
+    The API loads every version with this, and promotion verifies every version with it, so a
+    version that passes promotion is one the API can load.
+
+    Args:
+        path: A complete bundle directory.
+
+    Returns:
+        The checked runtime.
+
+    Raises:
+        BundleError: The bundle is incomplete, has no serving exports, or its models do not run.
+    """
+    # ONNX only: a bundle without serving exports would pull TensorFlow into the API worker.
+    return ModelRuntime.from_bundle(path, engine="onnx")  # self-checks before returning
+
+
 def _onnx_engine(path: Path, threads: int) -> Callable[[str, str | None, np.ndarray | None], np.ndarray]:
     """The ONNX Runtime engine of `models.serving` (images already resized by the caller)."""
     from models import serving

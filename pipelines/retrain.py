@@ -309,9 +309,14 @@ def gate_step(settings: Settings, evaluation: dict[str, Any]) -> dict[str, Any]:
 
 
 def publish_step(settings: Settings, candidate: dict[str, Any], gate: dict[str, Any]) -> dict[str, Any]:
-    """Publish the candidate; promote it if the gate said so, else record it as rejected."""
+    """Publish the candidate; promote it if the gate said so, else record it as rejected.
+
+    Raises:
+        ChecksumMismatchError, UnservableVersionError: the gate accepted the candidate but
+            promotion's verification refused it (recorded as rejected; production unchanged).
+    """
     from pipelines.registry_ops import promote_version, publish_bundle, reject_version
-    from store.models import open_model_store
+    from store.models import ChecksumMismatchError, UnservableVersionError, open_model_store
 
     model_store = open_model_store(settings.MODEL_STORE_URI)
     engine, session_factory = _session_factory(settings)
@@ -339,7 +344,14 @@ def publish_step(settings: Settings, candidate: dict[str, Any], gate: dict[str, 
                 f"to {production} during the run; the comparison no longer holds",
             }
         if promote:
-            promote_version(model_store, session_factory, version, gate=gate)
+            try:
+                promote_version(model_store, session_factory, version, gate=gate)
+            except (ChecksumMismatchError, UnservableVersionError) as exc:
+                # The pointer did not move. Say why in the versions table, then fail the step:
+                # a candidate that passed the gate but cannot be served needs a human.
+                refused = {**gate, "promote": False, "reason": f"refused at promotion: {exc}"}
+                reject_version(model_store, session_factory, version, gate=refused)
+                raise
             logger.info("promoted %s (was %s)", version, production)
         else:
             reject_version(model_store, session_factory, version, gate=gate)

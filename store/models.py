@@ -11,6 +11,11 @@ SHA-256 and size, so a download can prove it got what was published. Objects und
 without a manifest are the leftovers of an interrupted publish: listings skip them and a later
 publish of the same version overwrites them. Promotion only moves the pointer (convention 4).
 
+`promote` and `rollback` take a `verify` callable, run on the target version before the pointer
+moves: the store cannot load a model itself (`store` knows nothing of `models`), so the caller
+passes the check (`pipelines.registry_ops.verify_servable`: checksums, bundle validation, the
+serving runtime's load and self-check). Whatever it raises refuses the move.
+
 Writers are expected to be serialised (one retraining DAG run at a time, or an admin): the
 manifest is created with a conditional write, so two publishers of one version cannot both
 succeed, but two concurrent promotions could each overwrite the other's pointer.
@@ -26,6 +31,7 @@ import re
 import shutil
 import tempfile
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -77,6 +83,18 @@ class ChecksumMismatchError(ModelStoreError):
 
 class NothingToRollBackError(ModelStoreError):
     """There is no previously promoted version to go back to."""
+
+
+class UnservableVersionError(ModelStoreError):
+    """The version's files match its manifest, but the serving runtime cannot load or check them."""
+
+    def __init__(self, version: str, reason: str) -> None:
+        self.version, self.reason = version, reason
+        super().__init__(f"version {version} cannot be served: {reason}")
+
+
+# Called with the target version before the production pointer moves; raising refuses the move.
+Verifier = Callable[[str], object]
 
 
 def utc_now() -> str:
@@ -488,21 +506,30 @@ class ModelStore:
         pointer = self.production_pointer()
         return [pointer.current, *pointer.history] if pointer else []
 
-    def promote(self, version: str) -> Promotion:
-        """Point production at a complete version (a no-op if it already is production)."""
+    def promote(self, version: str, *, verify: Verifier | None) -> Promotion:
+        """Point production at a complete version (a no-op if it already is production).
+
+        Args:
+            version: a complete version.
+            verify: run on `version` before the pointer moves (an exception refuses the
+                promotion); None skips it, for tests and tools that just checked the bundle.
+                Required so that skipping it is visible where it happens.
+        """
         self.manifest(version)  # VersionNotFoundError for unknown or incomplete versions
         pointer = self.production_pointer()
         if pointer and pointer.current.version == version:
             logger.info("%s is already the production version", version)
             return pointer.current
+        if verify is not None:
+            verify(version)
         promotion = Promotion(version=version, promoted_at=utc_now(), action="promote")
         history = (pointer.current, *pointer.history) if pointer else ()
         self._write_pointer(ProductionPointer(current=promotion, history=history))
         logger.info("promoted %s (previous: %s)", version, pointer.current.version if pointer else None)
         return promotion
 
-    def rollback(self) -> Promotion:
-        """Point production back at the previously promoted version."""
+    def rollback(self, *, verify: Verifier | None) -> Promotion:
+        """Point production back at the previously promoted version (`verify` as for `promote`)."""
         pointer = self.production_pointer()
         if pointer is None:
             raise NothingToRollBackError(f"no production version in {self.uri}: nothing to roll back")
@@ -516,6 +543,8 @@ class ModelStore:
             raise VersionNotFoundError(
                 f"previous version {target.version} is no longer complete in {self.uri}"
             )
+        if verify is not None:
+            verify(target.version)
         promotion = Promotion(
             version=target.version,
             promoted_at=utc_now(),

@@ -20,7 +20,7 @@ def health() -> dict[str, str]:
 
 @router.get("/ready")
 def ready(request: Request) -> JSONResponse:
-    """Readiness: the database answers and a model is loaded."""
+    """Readiness: the database answers and a model is loaded (`degraded` if it is a fallback)."""
     checks: dict[str, object] = {}
     ok = True
     try:
@@ -31,9 +31,17 @@ def ready(request: Request) -> JSONResponse:
         logger.warning("readiness: database unreachable: %s", exc)
         checks["database"] = "unreachable"
         ok = False
+    degraded = False
     manager = getattr(request.app.state, "models", None)
     if manager is not None:
-        status = manager.status()
+        # Anyone may call /ready: no store URIs or local paths in the error texts.
+        status = manager.status(redact=True)
         checks["model"] = status
         ok = ok and status.get("version") is not None
-    return JSONResponse({"status": "ready" if ok else "not ready", **checks}, status_code=200 if ok else 503)
+        # A fallback model still answers predictions: ready (pulling the pod would leave no
+        # model at all), but flagged so that monitoring sees production is not what is served.
+        degraded = bool(status.get("fallback"))
+    return JSONResponse(
+        {"status": "ready" if ok else "not ready", "degraded": degraded, **checks},
+        status_code=200 if ok else 503,
+    )

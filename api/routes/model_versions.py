@@ -1,4 +1,9 @@
-"""Model versions: what the store holds, what is in production, what this API serves."""
+"""Model versions: what the store holds, what is in production, what this API serves.
+
+Promotion and rollback go through `pipelines.registry_ops`, the one path the CLI and the
+retraining pipeline take too: the target is verified (checksums, bundle, the serving runtime's
+load and self-check) before the pointer moves, and a refusal is a 409 with the reason.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,8 @@ from pydantic import BaseModel, ConfigDict
 
 from api.deps import AdminUser, CurrentUser
 from api.model_manager import ReloadError
+from pipelines.registry_ops import DatabaseRecordError, promote_version, rollback_production
+from store.models import ModelStoreError
 
 router = APIRouter(prefix="/models", tags=["models"])
 logger = logging.getLogger(__name__)
@@ -23,28 +30,29 @@ class ReloadRequest(BaseModel):
 
 
 @router.get("")
-async def list_models(request: Request, _user: CurrentUser) -> dict[str, Any]:
+async def list_models(request: Request, user: CurrentUser) -> dict[str, Any]:
     """Versions in the model store, the production one, and the one this API has loaded."""
     state = request.app.state
+    # Where the models live (bucket, paths) is for admins: sellers get the rest without it.
+    is_admin = user.role == "admin"
 
     def read_store() -> dict[str, Any]:
         store = state.model_store
         try:
-            versions = [v.to_dict() for v in store.list_versions()]
+            versions = [
+                {**v.to_dict(), "location": store.location(v.version)} if is_admin else v.to_dict()
+                for v in store.list_versions()
+            ]
             production = store.production()
             reachable = True
         except Exception as exc:  # the store being down must not break this page
             logger.warning("model store unreachable: %s", exc)
             versions, production, reachable = [], None, False
-        return {
-            "store": store.uri,
-            "store_reachable": reachable,
-            "versions": versions,
-            "production": production,
-        }
+        listing = {"store_reachable": reachable, "versions": versions, "production": production}
+        return {"store": store.uri, **listing} if is_admin else listing
 
     result = await run_in_threadpool(read_store)
-    result["loaded"] = state.models.status()
+    result["loaded"] = state.models.status(redact=not is_admin)
     return result
 
 
@@ -72,9 +80,6 @@ async def reload_model(
 
 def _registry_call(request: Request, action: str, version: str | None = None) -> dict[str, Any]:
     """Promote or roll back in the store (and the versions table), then load the result."""
-    from pipelines.registry_ops import promote_version, rollback_production
-    from store.models import ModelStoreError
-
     state = request.app.state
     try:
         if action == "promote":
@@ -86,9 +91,13 @@ def _registry_call(request: Request, action: str, version: str | None = None) ->
             )
         else:
             promotion = rollback_production(state.model_store, state.session_factory)
-    except ModelStoreError as exc:
+    except ModelStoreError as exc:  # unknown version, or refused by the verification
         code = status.HTTP_404_NOT_FOUND if isinstance(exc, LookupError) else status.HTTP_409_CONFLICT
         raise HTTPException(code, str(exc)) from exc
+    except DatabaseRecordError as exc:  # the pointer moved; the poller loads it once it sees it
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, str(exc), headers={"Retry-After": "5"}
+        ) from exc
     try:
         reload = state.models.reload()
         detail = reload.detail

@@ -17,6 +17,7 @@ from config import Settings
 from pipelines import retrain
 from pipelines.registry_ops import promote_version, publish_bundle
 from store.models import open_model_store
+from tests.store.bundles import make_servable_bundle
 
 
 def api_settings(**overrides: Any) -> Settings:
@@ -202,10 +203,11 @@ def registry(tmp_path, database_url, session_factory):  # type: ignore[no-untype
         DATA_STORE_URI=str(tmp_path / "datasets"),
     )
     store = open_model_store(settings.MODEL_STORE_URI)
-    publish_bundle(store, session_factory, write_bundle(tmp_path / "v1", "v1"))
+    # Servable bundles: promotion loads them with the serving runtime.
+    publish_bundle(store, session_factory, make_servable_bundle(tmp_path, "v1"))
     promote_version(store, session_factory, "v1")
     bundle_uri = f"{settings.DATA_STORE_URI}/runs/A_B/candidate"
-    retrain.upload_bundle(write_bundle(tmp_path / "v2", "v2"), bundle_uri)
+    retrain.upload_bundle(make_servable_bundle(tmp_path, "v2"), bundle_uri)
     return settings, store, {"bundle_uri": bundle_uri, "version": "v2"}
 
 

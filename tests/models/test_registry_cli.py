@@ -23,7 +23,8 @@ from db.model_versions import (
 )
 from db.session import make_engine, make_session_factory
 from db.tables import ModelVersion
-from tests.store.bundles import make_bundle
+from store.models import open_model_store
+from tests.store.bundles import BROKEN_VERSIONS, make_servable_bundle, publish_broken
 from tests.store.s3server import AWS_VARIABLES_TO_CLEAR, create_bucket, running_moto_server, s3_environment
 
 REPO = Path(__file__).resolve().parents[2]
@@ -71,10 +72,11 @@ def registry(database_url: str, store_env: dict[str, str], tmp_path: Path):
 
 @pytest.fixture
 def bundles(tmp_path: Path) -> Path:
+    """Three bundles the serving runtime loads (promotion verifies that it does)."""
     path = tmp_path / "bundles"
     path.mkdir()
     for version, day, f1 in ((V1, "2026-11-27", 0.80), (V2, "2026-12-04", 0.83), (V3, "2026-12-11", 0.85)):
-        make_bundle(path, version, created_at=f"{day}T09:00:00+00:00", weighted_f1=f1)
+        make_servable_bundle(path, version, created_at=f"{day}T09:00:00+00:00", weighted_f1=f1)
     return path
 
 
@@ -145,7 +147,7 @@ def test_list_and_show_print_readable_summaries(registry, bundles):
     assert code == 0
     assert "(production)" in shown
     assert "text.keras" in shown
-    assert "plots/confusion.png" in shown
+    assert "serving/fusion.onnx" in shown
 
     code, out, _ = registry("show", V1, "--json")
     assert json.loads(out)["files"][0]["sha256"]
@@ -199,8 +201,6 @@ def test_tampered_files_are_reported_and_never_promoted(registry, bundles, tmp_p
 def test_promoting_a_version_published_without_the_cli_records_it_first(
     registry, bundles, tmp_path, database_url
 ):
-    from store.models import open_model_store
-
     open_model_store(tmp_path / "model-store").publish(bundles / V3)  # e.g. by the retraining DAG
 
     code, _, err = registry("promote", V3)
@@ -220,6 +220,39 @@ def test_a_store_change_whose_database_record_fails_says_so(registry, bundles, d
     assert code == 1
     assert "publish done in the store" in err
     assert registry("--json", "list")[0] == 0
+
+
+@pytest.mark.parametrize("store_env", ["local"], indirect=True)
+@pytest.mark.parametrize("how", BROKEN_VERSIONS)
+def test_a_version_that_cannot_be_served_is_never_promoted(registry, bundles, tmp_path, database_url, how):
+    assert registry("publish", str(bundles / V1))[0] == 0
+    assert registry("promote", V1)[0] == 0
+    publish_broken(open_model_store(tmp_path / "model-store"), tmp_path, V2, how)
+    expected_code = 4 if how in ("tampered", "missing file") else 7
+
+    code, _, err = registry("promote", V2)
+
+    assert code == expected_code, err
+    assert err.startswith("error: ") and BROKEN_VERSIONS[how] in err
+    assert registry("verify", V2)[0] == expected_code
+    assert open_model_store(tmp_path / "model-store").production() == V1
+    assert db_statuses(database_url)[V1] == "production"
+    assert db_statuses(database_url).get(V2) != "production"
+
+
+@pytest.mark.parametrize("store_env", ["local"], indirect=True)
+def test_a_rollback_to_a_version_that_no_longer_loads_is_refused(registry, bundles, tmp_path, database_url):
+    for version in (V1, V2):
+        registry("publish", str(bundles / version))
+        assert registry("promote", version)[0] == 0
+    (tmp_path / "model-store" / "versions" / V1 / "serving" / "text.onnx").write_bytes(b"rotted")
+
+    code, _, err = registry("rollback")
+
+    assert code == 4
+    assert "serving/text.onnx" in err
+    assert [line.split()[1] for line in registry("history")[1].splitlines()] == [V2, V1]
+    assert db_statuses(database_url) == {V1: "retired", V2: "production"}
 
 
 # -- the data access behind it -------------------------------------------------------------

@@ -16,6 +16,7 @@ from store.models import (
     ModelStore,
     ModelStoreError,
     NothingToRollBackError,
+    UnservableVersionError,
     VersionExistsError,
     VersionNotFoundError,
 )
@@ -165,7 +166,7 @@ def test_an_interrupted_publish_leaves_an_incomplete_version_that_listings_ignor
     with pytest.raises(VersionNotFoundError, match="incomplete"):
         store.manifest(V2)
     with pytest.raises(VersionNotFoundError):
-        store.promote(V2)
+        store.promote(V2, verify=None)
     assert store.production() is None
 
 
@@ -274,7 +275,7 @@ def test_nothing_is_in_production_before_the_first_promotion(model_store, bundle
 def test_promote_points_production_at_the_version(model_store, bundles_dir):
     publish(model_store, bundles_dir, V1)
 
-    promotion = model_store.promote(V1)
+    promotion = model_store.promote(V1, verify=None)
 
     assert promotion.version == V1
     assert promotion.action == "promote"
@@ -287,7 +288,7 @@ def test_promotion_writes_only_the_pointer(blob_store, bundles_dir):
     publish(store, bundles_dir, V1)
     recording.writes.clear()
 
-    store.promote(V1)
+    store.promote(V1, verify=None)
 
     assert recording.writes == [POINTER_KEY]
     pointer = json.loads(blob_store.get(POINTER_KEY))
@@ -298,44 +299,78 @@ def test_promotion_writes_only_the_pointer(blob_store, bundles_dir):
 
 def test_promote_refuses_an_unknown_version_and_keeps_production(model_store, bundles_dir):
     publish(model_store, bundles_dir, V1)
-    model_store.promote(V1)
+    model_store.promote(V1, verify=None)
 
     with pytest.raises(VersionNotFoundError, match=V2):
-        model_store.promote(V2)
+        model_store.promote(V2, verify=None)
 
     assert model_store.production() == V1
 
 
 def test_promoting_the_production_version_again_changes_nothing(model_store, bundles_dir):
     publish(model_store, bundles_dir, V1)
-    first = model_store.promote(V1)
+    first = model_store.promote(V1, verify=None)
 
-    assert model_store.promote(V1) == first
+    assert model_store.promote(V1, verify=None) == first
     assert len(model_store.history()) == 1
 
 
 def test_rollback_returns_to_the_previously_promoted_version(model_store, bundles_dir):
     for version in (V1, V2, V3):
         publish(model_store, bundles_dir, version)
-        model_store.promote(version)
+        model_store.promote(version, verify=None)
     assert [p.version for p in model_store.history()] == [V3, V2, V1]
 
-    back = model_store.rollback()
+    back = model_store.rollback(verify=None)
 
     assert (back.version, back.action, back.rolled_back_from) == (V2, "rollback", V3)
     assert model_store.production() == V2
     assert [p.version for p in model_store.history()] == [V2, V1]
-    assert model_store.rollback().version == V1
+    assert model_store.rollback(verify=None).version == V1
     assert model_store.production() == V1
+
+
+def test_a_promotion_the_verifier_refuses_leaves_the_pointer_where_it_was(model_store, bundles_dir):
+    for version in (V1, V2):
+        publish(model_store, bundles_dir, version)
+    model_store.promote(V1, verify=None)
+    checked: list[str] = []
+
+    def refuse(version: str) -> None:
+        checked.append(version)
+        raise UnservableVersionError(version, "does not load")
+
+    with pytest.raises(UnservableVersionError, match=f"{V2} cannot be served: does not load"):
+        model_store.promote(V2, verify=refuse)
+
+    assert checked == [V2]
+    assert [p.version for p in model_store.history()] == [V1]
+
+
+def test_a_rollback_the_verifier_refuses_leaves_the_pointer_where_it_was(model_store, bundles_dir):
+    for version in (V1, V2):
+        publish(model_store, bundles_dir, version)
+        model_store.promote(version, verify=None)
+    checked: list[str] = []
+
+    def refuse(version: str) -> None:
+        checked.append(version)
+        raise UnservableVersionError(version, "does not load")
+
+    with pytest.raises(UnservableVersionError):
+        model_store.rollback(verify=refuse)
+
+    assert checked == [V1]  # the target of the rollback, not the current version
+    assert [p.version for p in model_store.history()] == [V2, V1]
 
 
 def test_rollback_with_no_earlier_promotion_is_an_error(model_store, bundles_dir):
     with pytest.raises(NothingToRollBackError, match="no production"):
-        model_store.rollback()
+        model_store.rollback(verify=None)
     publish(model_store, bundles_dir, V1)
-    model_store.promote(V1)
+    model_store.promote(V1, verify=None)
 
     with pytest.raises(NothingToRollBackError, match="nothing to roll back"):
-        model_store.rollback()
+        model_store.rollback(verify=None)
 
     assert model_store.production() == V1

@@ -204,6 +204,7 @@ async function loadModels() {
     $("#models-status"),
     h("dt", {}, "Serving"),
     h("dd", {}, loaded.version ? `${loaded.version} (from ${loaded.source}, since ${when(loaded.loaded_at)})` : "no model loaded"),
+    loaded.fallback ? [h("dt", {}, "Fallback"), h("dd", { class: "error-text" }, loaded.reason)] : null,
     h("dt", {}, "Production"),
     h("dd", {}, production || "none promoted yet"),
     h("dt", {}, "Model store"),
