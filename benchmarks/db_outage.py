@@ -225,15 +225,19 @@ def stored_and_spilled(url: str, spill_dir: Path) -> tuple[set[str], set[str], s
 def run(bundle: Path, *, outage: float = 10.0, clients: int = 4, work_dir: Path | None = None) -> dict:
     """Run the scenario with `bundle` in production; returns the figures."""
     from db import migrate
+    from db.session import make_engine, make_session_factory
+    from pipelines.registry_ops import promote_version
     from store.models import open_model_store
 
     work = Path(work_dir or tempfile.mkdtemp(prefix="rakuten-outage-"))
     store = work / "model-store"
-    model_store = open_model_store(str(store))
-    model_store.promote(model_store.publish(bundle, exist_ok=True))
     spill_dir = work / "prediction-logs"
     with private_cluster() as cluster:
         migrate.upgrade(cluster.url)
+        model_store = open_model_store(str(store))
+        engine = make_engine(cluster.url)
+        promote_version(model_store, make_session_factory(engine), model_store.publish(bundle, exist_ok=True))
+        engine.dispose()
         port = free_port()
         env = {
             **os.environ,
