@@ -23,6 +23,10 @@ def main() -> None:
         # In-flight requests get this long at SIGTERM; then the lifespan drains the log
         # writer (LOG_DRAIN_SECONDS). Both fit in compose's and k8s's 30 s grace.
         timeout_graceful_shutdown=settings.SHUTDOWN_GRACE_SECONDS,
+        # The client address (login throttle) comes from X-Forwarded-For only when the peer is
+        # one of these proxies; otherwise it is the peer itself.
+        proxy_headers=True,
+        forwarded_allow_ips=settings.FORWARDED_ALLOW_IPS,
     )
 
 

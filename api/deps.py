@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy.orm import Session
 
-from api.security import TokenError, decode_access_token
+from api.security import PasswordHasher, TokenError, decode_access_token, password_hasher
 from api.user_cache import ActiveUserCache
 from config import Settings
 from db import users
@@ -30,9 +30,21 @@ def get_session(request: Request) -> Iterator[Session]:
         yield session
 
 
+def get_password_hasher(settings: Annotated[Settings, Depends(get_settings_dep)]) -> PasswordHasher:
+    return password_hasher(settings)
+
+
+def get_client_address(request: Request) -> str:
+    # The peer, or the client named by X-Forwarded-For when the peer is a trusted proxy:
+    # uvicorn rewrites `client` itself (proxy_headers, FORWARDED_ALLOW_IPS; api/__main__.py).
+    return request.client.host if request.client else "unknown"
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 SessionDep = Annotated[Session, Depends(get_session)]
 TokenDep = Annotated[str | None, Depends(oauth2_scheme)]
+HasherDep = Annotated[PasswordHasher, Depends(get_password_hasher)]
+ClientAddress = Annotated[str, Depends(get_client_address)]
 
 
 def authenticate(
@@ -47,23 +59,31 @@ def authenticate(
     if not token:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "Not authenticated", headers=UNAUTHORIZED_HEADERS)
     try:
-        payload = decode_access_token(token, secret=settings.SECRET_KEY)
+        payload = decode_access_token(
+            token, secret=settings.SECRET_KEY, max_minutes=settings.ACCESS_TOKEN_EXPIRE_MINUTES
+        )
     except TokenError as exc:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, str(exc), headers=UNAUTHORIZED_HEADERS) from exc
+    from_database = True
     try:
         user = users.get_user(session=session, user_id=int(payload["sub"]))
     except Exception as exc:
-        cached = user_cache.recall(int(payload["sub"])) if user_cache and is_unreachable(exc) else None
-        if cached is None:
+        user = user_cache.recall(int(payload["sub"])) if user_cache and is_unreachable(exc) else None
+        if user is None:
             raise
-        return cached
+        from_database = False  # checked below like any other, but its age is not renewed
     if user is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED, "Could not validate credentials", headers=UNAUTHORIZED_HEADERS
         )
     if not user.is_active:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "Inactive user")
-    if user_cache is not None:
+    # A version behind the user's: the token was revoked (logout, deactivation, new password).
+    if payload["ver"] != user.token_version:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, "Token has been revoked", headers=UNAUTHORIZED_HEADERS
+        )
+    if user_cache is not None and from_database:
         user_cache.remember(user)
     return user
 

@@ -23,12 +23,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api.deps import RateLimitExceededError, database_unavailable
 from api.inputs import BodyTooLargeError, max_body_bytes
 from api.log_writer import LogWriter
+from api.login import refuse_placeholder_admins_in_production
 from api.metrics import Metrics
 from api.model_manager import LoadedModel, ModelManager
 from api.rate_limit import RateLimiter
 from api.routes import auth, health, logs, model_versions, monitoring, predict, products, stats, ui, users
 from api.schemas import REQUEST_ID_PATTERN
-from api.security import hash_password
+from api.security import password_hasher
 from api.user_cache import ActiveUserCache
 from config import Settings, get_settings
 from db.products import list_categories
@@ -54,8 +55,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             session=session,
             username=settings.FIRST_ADMIN_USERNAME,
             password=settings.FIRST_ADMIN_PASSWORD,
-            hash_password=hash_password,
+            hash_password=password_hasher(settings).hash,
         )
+        refuse_placeholder_admins_in_production(session=session, settings=settings)
         app.state.categories = list_categories(session=session)
     app.state.image_store = open_blob_store(settings.IMAGE_STORE_URI)
 

@@ -29,6 +29,13 @@ class UserCreate(BaseModel):
     role: Role = "seller"
 
 
+class PasswordChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    current_password: str = Field(min_length=1, max_length=1024)
+    new_password: str = Field(min_length=8, max_length=128)
+
+
 class UserUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

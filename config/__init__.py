@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import secrets
 from functools import lru_cache
 from pathlib import Path
@@ -9,6 +11,10 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from config.passwords import password_problem, secret_key_problem
+
+logger = logging.getLogger(__name__)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 VAR_DIR = PROJECT_ROOT / "var"
@@ -28,12 +34,36 @@ class Settings(BaseSettings):
     LOG_LEVEL: str = "INFO"
 
     # Auth
-    SECRET_KEY: str = "changethis"
+    # Unset or a placeholder in development: a random key generated once per checkout into
+    # var/secret_key. Production refuses to start without a long, high-entropy key.
+    SECRET_KEY: str = ""
     ACCESS_TOKEN_EXPIRE_MINUTES: int = Field(default=60, ge=1)
     FIRST_ADMIN_USERNAME: str = "admin"
     FIRST_ADMIN_PASSWORD: str = "changethis"
+    # Login throttle (docs/security-auth.md): failed or in-flight attempts counted per window of
+    # LOGIN_LOCKOUT_SECONDS for each (username, client address) pair, each client address and
+    # each username; a key over its limit is refused with 429 for LOGIN_LOCKOUT_SECONDS,
+    # doubling at each repeat up to LOGIN_LOCKOUT_MAX_SECONDS.
     LOGIN_MAX_FAILURES: int = Field(default=5, ge=1)
+    LOGIN_ADDRESS_MAX_FAILURES: int = Field(default=20, ge=1)
+    LOGIN_USERNAME_MAX_FAILURES: int = Field(default=50, ge=1)
     LOGIN_LOCKOUT_SECONDS: int = Field(default=300, ge=1)
+    LOGIN_LOCKOUT_MAX_SECONDS: int = Field(default=3600, ge=1)
+    # Proxies whose X-Forwarded-For gives the client address (uvicorn's forwarded_allow_ips:
+    # comma-separated addresses or networks, "*" for any). Only loopback by default: an API
+    # port reachable directly must not trust the header, or anyone picks their own address.
+    FORWARDED_ALLOW_IPS: str = "127.0.0.1"
+    # Password policy for /register, password changes and FIRST_ADMIN_PASSWORD in production.
+    PASSWORD_MIN_LENGTH: int = Field(default=10, ge=8, le=128)
+    PASSWORD_MIN_STRENGTH: int = Field(default=3, ge=0, le=4)  # zxcvbn score
+    # Argon2id: OWASP's 19 MiB / 2 passes (~40 ms on one core), at most PASSWORD_HASH_CONCURRENCY
+    # at a time per process; PASSWORD_HASH_QUEUE more wait up to PASSWORD_HASH_WAIT_SECONDS,
+    # the rest get 503 with Retry-After.
+    PASSWORD_HASH_MEMORY_KIB: int = Field(default=19_456, ge=8_192, le=1_048_576)
+    PASSWORD_HASH_TIME_COST: int = Field(default=2, ge=1, le=20)
+    PASSWORD_HASH_CONCURRENCY: int = Field(default=2, ge=1, le=64)
+    PASSWORD_HASH_QUEUE: int = Field(default=8, ge=0, le=1000)
+    PASSWORD_HASH_WAIT_SECONDS: float = Field(default=5.0, gt=0, le=60)
 
     # Database: SQLite file under var/ by default; any SQLAlchemy URL (Postgres in production).
     DATABASE_URL: str = f"sqlite:///{VAR_DIR / 'app.db'}"
@@ -120,15 +150,26 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_placeholders_in_production(self) -> Settings:
-        if self.APP_ENV == "production":
-            for name in ("SECRET_KEY", "FIRST_ADMIN_PASSWORD"):
-                value = getattr(self, name)
-                if value.strip().lower() in PLACEHOLDER_SECRETS:
-                    raise ValueError(
-                        f"{name} is missing or a placeholder; set a real value when APP_ENV=production"
-                    )
-            if len(self.SECRET_KEY) < 32:
-                raise ValueError("SECRET_KEY must be at least 32 characters when APP_ENV=production")
+        if self.APP_ENV != "production":
+            # Never sign with a key printed in .env.example or the docs.
+            if self.SECRET_KEY.strip().lower() in PLACEHOLDER_SECRETS:
+                self.SECRET_KEY = development_secret_key(VAR_DIR / "secret_key")
+            return self
+        for name in ("SECRET_KEY", "FIRST_ADMIN_PASSWORD"):
+            if getattr(self, name).strip().lower() in PLACEHOLDER_SECRETS:
+                raise ValueError(
+                    f"{name} is missing or a placeholder; set a real value when APP_ENV=production"
+                )
+        if problem := secret_key_problem(self.SECRET_KEY):
+            raise ValueError(problem)
+        problem = password_problem(
+            self.FIRST_ADMIN_PASSWORD,
+            username=self.FIRST_ADMIN_USERNAME,
+            min_length=self.PASSWORD_MIN_LENGTH,
+            min_score=self.PASSWORD_MIN_STRENGTH,
+        )
+        if problem:
+            raise ValueError(f"FIRST_ADMIN_PASSWORD fails the password policy: {problem}")
         return self
 
     @field_validator("RATE_LIMIT_PREDICT", "RATE_LIMIT_PRODUCTS")
@@ -153,6 +194,35 @@ def get_settings() -> Settings:
     return Settings()
 
 
-def generate_secret() -> str:
-    """A fresh random secret suitable for SECRET_KEY."""
-    return secrets.token_urlsafe(48)
+def development_secret_key(path: Path) -> str:
+    """The checkout's own signing key for development, generated into `path` on first use.
+
+    A key published in the repository or its docs would let anyone sign tokens for a
+    developer's instance; a random one per checkout cannot be guessed, and it survives
+    restarts so tokens do too. Created atomically (hard link of a finished file), so
+    processes starting together agree on one key.
+    """
+    try:
+        key = path.read_text().strip()
+        if len(key) >= 32:
+            return key
+    except FileNotFoundError:
+        pass
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(secrets.token_urlsafe(48) + "\n")
+        try:
+            os.link(temporary, path)
+        except FileExistsError:  # another process won the race, or a short key is there
+            if len(path.read_text().strip()) < 32:
+                os.replace(temporary, path)
+        finally:
+            temporary.unlink(missing_ok=True)
+        return path.read_text().strip()
+    except OSError:
+        # A read-only checkout: a key for this process only (tokens end with it).
+        logger.warning("cannot write %s; signing tokens with a key for this process only", path)
+        return secrets.token_urlsafe(48)

@@ -18,6 +18,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    func,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -58,18 +59,33 @@ class User(Base):
     hashed_password: Mapped[str] = mapped_column(String(255))
     role: Mapped[str] = mapped_column(String(16), default="seller")
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # In every token; bumped by logout, deactivation and password change, which revokes the
+    # tokens issued before.
+    token_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+# `ADMIN` next to `admin` would be two accounts a person cannot tell apart; logins look names
+# up through the same expression, so this index also serves them.
+Index("uq_users_username_lower", func.lower(User.username), unique=True)
+
+
 class LoginThrottle(Base):
-    """Failed-login counter per username (also for unknown names, so both look alike)."""
+    """Login attempts per key: a client address, a (username, address) pair or a username.
+
+    Every key of an attempt is counted before its password is hashed (db/users.py); a key over
+    its limit is locked for a while, twice as long each time it is locked again.
+    """
 
     __tablename__ = "login_throttle"
 
-    username: Mapped[str] = mapped_column(String(64), primary_key=True)
-    failures: Mapped[int] = mapped_column(Integer, default=0)
+    key: Mapped[str] = mapped_column(String(160), primary_key=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
     window_started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    lockouts: Mapped[int] = mapped_column(Integer, default=0)
+    # When the row stops mattering (window and any lock over): rows past it are pruned.
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
 
 
 class Category(Base):

@@ -1,71 +1,104 @@
-"""Login and registration."""
+"""Login, logout and registration."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, status
+from fastapi import APIRouter, Depends, HTTPException, Response, status
 from fastapi.security import OAuth2PasswordRequestForm
 
-from api.deps import AdminUser, SessionDep, SettingsDep
+from api.deps import AdminUser, ClientAddress, CurrentUser, HasherDep, SessionDep, SettingsDep
+from api.login import LoginThrottled, check_password, require_acceptable_password
 from api.schemas import Token, UserCreate, UserOut
-from api.security import DUMMY_HASH, create_access_token, hash_password, verify_password
+from api.security import HashBusyError, create_access_token
+from config import Settings
 from db import users
+from db.tables import User
 
 router = APIRouter(tags=["auth"])
 
 BAD_CREDENTIALS = "Incorrect username or password"
 
 
-@router.post("/login", response_model=Token)
-def login(
-    form: Annotated[OAuth2PasswordRequestForm, Depends()], session: SessionDep, settings: SettingsDep
-) -> Token:
-    """Exchange a username and password for a bearer token."""
-    username = form.username.strip()
-    locked = users.login_locked_for(session=session, username=username)
-    if locked > 0:
-        raise HTTPException(
-            status.HTTP_429_TOO_MANY_REQUESTS,
-            "Too many failed login attempts; try again later",
-            headers={"Retry-After": str(int(locked) + 1)},
-        )
-    user = users.get_user_by_username(session=session, username=username)
-    # Verify a password even when the user does not exist, so that the response time
-    # does not reveal which usernames exist.
-    valid = verify_password(form.password, user.hashed_password if user else DUMMY_HASH)
-    if user is None or not valid:
-        users.record_login_failure(
-            session=session,
-            username=username,
-            max_failures=settings.LOGIN_MAX_FAILURES,
-            lockout_seconds=settings.LOGIN_LOCKOUT_SECONDS,
-        )
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED, BAD_CREDENTIALS, headers={"WWW-Authenticate": "Bearer"}
-        )
-    if not user.is_active:
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "Inactive user")
-    users.clear_login_failures(session=session, username=username)
+def throttled(exc: LoginThrottled) -> HTTPException:
+    return HTTPException(
+        status.HTTP_429_TOO_MANY_REQUESTS,
+        "Too many failed login attempts; try again later",
+        headers={"Retry-After": str(int(exc.retry_after) + 1)},
+    )
+
+
+def hashing_busy(exc: HashBusyError) -> HTTPException:
+    return HTTPException(
+        status.HTTP_503_SERVICE_UNAVAILABLE,
+        "Too many password checks at once; retry shortly",
+        headers={"Retry-After": str(exc.retry_after)},
+    )
+
+
+def issue_token(user: User, settings: Settings) -> Token:
     token = create_access_token(
         user_id=user.id,
         username=user.username,
         role=user.role,
+        token_version=user.token_version,
         secret=settings.SECRET_KEY,
         minutes=settings.ACCESS_TOKEN_EXPIRE_MINUTES,
     )
     return Token(access_token=token, expires_in=settings.ACCESS_TOKEN_EXPIRE_MINUTES * 60, role=user.role)
 
 
+@router.post("/login", response_model=Token)
+def login(
+    form: Annotated[OAuth2PasswordRequestForm, Depends()],
+    session: SessionDep,
+    settings: SettingsDep,
+    hasher: HasherDep,
+    address: ClientAddress,
+) -> Token:
+    """Exchange a username and password for a bearer token."""
+    try:
+        user = check_password(
+            session=session,
+            settings=settings,
+            hasher=hasher,
+            username=form.username,
+            password=form.password,
+            address=address,
+        )
+    except LoginThrottled as exc:
+        raise throttled(exc) from exc
+    except HashBusyError as exc:
+        raise hashing_busy(exc) from exc
+    if user is None:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, BAD_CREDENTIALS, headers={"WWW-Authenticate": "Bearer"}
+        )
+    if not user.is_active:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "Inactive user")
+    return issue_token(user, settings)
+
+
+@router.post("/logout", status_code=status.HTTP_204_NO_CONTENT)
+def logout(user: CurrentUser, session: SessionDep) -> Response:
+    """Revoke every token of the signed-in user (signs out everywhere)."""
+    users.revoke_tokens(session=session, user=user)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
 @router.post("/register", response_model=UserOut, status_code=status.HTTP_201_CREATED)
-def register(body: UserCreate, session: SessionDep, _admin: AdminUser) -> UserOut:
+def register(
+    body: UserCreate, session: SessionDep, settings: SettingsDep, hasher: HasherDep, _admin: AdminUser
+) -> UserOut:
     """Create a seller or an admin (admins only)."""
+    require_acceptable_password(body.password, username=body.username, settings=settings, field="password")
+    try:
+        hashed = hasher.hash(body.password)
+    except HashBusyError as exc:
+        raise hashing_busy(exc) from exc
     try:
         user = users.create_user(
-            session=session,
-            username=body.username,
-            hashed_password=hash_password(body.password),
-            role=body.role,
+            session=session, username=body.username, hashed_password=hashed, role=body.role
         )
     except users.UsernameTakenError as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, "Username already registered") from exc

@@ -6,8 +6,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, status
 
-from api.deps import AdminUser, CurrentUser, SessionDep
-from api.schemas import UserOut, UserUpdate
+from api.deps import AdminUser, ClientAddress, CurrentUser, HasherDep, SessionDep, SettingsDep
+from api.login import LoginThrottled, check_password, require_acceptable_password
+from api.routes.auth import hashing_busy, issue_token, throttled
+from api.schemas import PasswordChange, Token, UserOut, UserUpdate
+from api.security import HashBusyError
 from db import users
 
 router = APIRouter(prefix="/users", tags=["users"])
@@ -17,6 +20,42 @@ router = APIRouter(prefix="/users", tags=["users"])
 def read_me(user: CurrentUser) -> UserOut:
     """The signed-in user."""
     return UserOut.model_validate(user)
+
+
+@router.post("/me/password", response_model=Token)
+def change_password(
+    body: PasswordChange,
+    user: CurrentUser,
+    session: SessionDep,
+    settings: SettingsDep,
+    hasher: HasherDep,
+    address: ClientAddress,
+) -> Token:
+    """Change the signed-in user's password; every older token is revoked, a new one returned."""
+    # The current password goes through the login throttle: a stolen token is no oracle.
+    try:
+        proven = check_password(
+            session=session,
+            settings=settings,
+            hasher=hasher,
+            username=user.username,
+            password=body.current_password,
+            address=address,
+        )
+    except LoginThrottled as exc:
+        raise throttled(exc) from exc
+    except HashBusyError as exc:
+        raise hashing_busy(exc) from exc
+    if proven is None or proven.id != user.id:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, "Current password is incorrect")
+    require_acceptable_password(
+        body.new_password, username=user.username, settings=settings, field="new_password"
+    )
+    try:
+        hashed = hasher.hash(body.new_password)
+    except HashBusyError as exc:
+        raise hashing_busy(exc) from exc
+    return issue_token(users.set_password(session=session, user=user, hashed_password=hashed), settings)
 
 
 @router.get("", response_model=list[UserOut])

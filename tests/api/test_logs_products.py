@@ -26,9 +26,11 @@ def client(settings, quick_bundle):
 @pytest.fixture
 def other_seller(client, admin_token):
     client.post(
-        "/register", json={"username": "seller2", "password": "seller2-pass"}, headers=bearer(admin_token)
+        "/register",
+        json={"username": "seller2", "password": "seller2-pass-4821"},
+        headers=bearer(admin_token),
     )
-    return login(client, "seller2", "seller2-pass")
+    return login(client, "seller2", "seller2-pass-4821")
 
 
 def test_sellers_read_only_their_own_logs_newest_first(client, seller_token, other_seller):

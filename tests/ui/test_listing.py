@@ -138,7 +138,12 @@ def test_an_expired_session_goes_back_to_sign_in_with_a_message(live_server, new
     expect(page.locator("#suggestions .suggestion").first).to_be_visible()
 
     expired = create_access_token(
-        user_id=seller["id"], username=seller["username"], role="seller", secret=SECRET_KEY, minutes=-1
+        user_id=seller["id"],
+        username=seller["username"],
+        role="seller",
+        token_version=0,
+        secret=SECRET_KEY,
+        minutes=-1,
     )
     page.evaluate("token => sessionStorage.setItem('rakuten.token', token)", expired)
     page.get_by_label("Title").press_sequentially(" bleue")
