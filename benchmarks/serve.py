@@ -149,6 +149,9 @@ def main(argv: list[str] | None = None) -> None:
         "LOG_LEVEL": "WARNING",
         "FIRST_ADMIN_PASSWORD": "bench-admin-password",
         "SECRET_KEY": "benchmark-secret-key-0123456789-abcdefghij",
+        "LOG_SPILL_DIR": str(workdir / "prediction-logs"),
+        # One benchmark user sends thousands of predictions: the per-user limit would answer 429.
+        "RATE_LIMIT_PREDICT": "1000000/minute",
     }
     subprocess.run([sys.executable, "-m", "db.migrate", "upgrade"], env=env, check=True, cwd=ROOT)
     api = subprocess.Popen([sys.executable, "-m", "api"], env=env, cwd=ROOT)

@@ -24,6 +24,8 @@ def settings(database_url: str, tmp_path) -> Settings:
         MODEL_CACHE_DIR=tmp_path / "model-cache",
         IMAGE_STORE_URI=str(tmp_path / "images"),
         MODEL_POLL_SECONDS=0,
+        # Load-style tests send hundreds of predictions as one user; the limits have their own tests.
+        RATE_LIMIT_PREDICT="100000/minute",
     )
 
 

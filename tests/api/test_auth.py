@@ -70,11 +70,14 @@ def test_login_takes_about_the_same_time_whether_or_not_the_user_exists(client):
         client.post("/login", data={"username": username, "password": "wrong-password"})
         return time.perf_counter() - start
 
-    existing = min(timed(ADMIN[0]) for _ in range(2))
-    missing = min(timed(f"ghost{i}") for i in range(2))
+    # Interleaved and the fastest of three each, so that a busy machine slows both alike.
+    existing, missing = [], []
+    for i in range(3):
+        existing.append(timed(ADMIN[0]))
+        missing.append(timed(f"ghost{i}"))
     # Both paths run one Argon2 verification; without the dummy hash the unknown-user
     # path would be ~100x faster.
-    assert missing > existing * 0.5
+    assert min(missing) > min(existing) * 0.3
 
 
 def test_repeated_failed_logins_are_refused_with_429_for_a_while(client, settings):
