@@ -27,6 +27,10 @@ def main() -> None:
         # one of these proxies; otherwise it is the peer itself.
         proxy_headers=True,
         forwarded_allow_ips=settings.FORWARDED_ALLOW_IPS,
+        # Request bodies are bounded in time by the app (RequestBodyGuard); idle keep-alive
+        # connections and the number of connections are bounded here.
+        timeout_keep_alive=settings.KEEP_ALIVE_TIMEOUT_SECONDS,
+        limit_concurrency=settings.MAX_CONCURRENT_CONNECTIONS,
     )
 
 

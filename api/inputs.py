@@ -13,11 +13,14 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
+from api.params import NUL_MESSAGE
 from config import Settings
 from models.preprocessing import ImageDecodeError, combine_text, decode_image
 
@@ -36,6 +39,10 @@ class InputError(Exception):
 
 class BodyTooLargeError(Exception):
     """The request body exceeded the configured maximum while it was being read."""
+
+
+class BodyReadTimeoutError(Exception):
+    """The client stopped sending the request body (or sent it too slowly)."""
 
 
 @dataclass
@@ -65,6 +72,9 @@ class PredictJSON(BaseModel):
     top_k: int = Field(default=DEFAULT_TOP_K, ge=MIN_TOP_K, le=MAX_TOP_K)
 
 
+BODY_TIMEOUT_MESSAGE = "The request body was not received in time"
+
+
 def max_body_bytes(settings: Settings) -> int:
     """The largest request body accepted: a base64 image at the limit plus both texts."""
     return settings.MAX_IMAGE_BYTES * 4 // 3 + 8 * settings.MAX_TEXT_CHARS + 64 * 1024
@@ -84,6 +94,10 @@ async def read_fields(
             return content_type, await _read_json(request, settings, json_model)
     except BodyTooLargeError as exc:
         raise InputError(413, f"Request body over {max_body_bytes(settings)} bytes", "too_large") from exc
+    except BodyReadTimeoutError as exc:
+        raise InputError(408, BODY_TIMEOUT_MESSAGE, "timeout") from exc
+    except HTTPException as exc:  # Starlette's own multipart errors (too many fields, bad boundary...)
+        raise InputError(exc.status_code, str(exc.detail)) from exc
     raise InputError(
         415,
         "Unsupported content type: send multipart/form-data (with an image file) or application/json",
@@ -96,14 +110,18 @@ async def parse_predict_request(request: Request, settings: Settings) -> Predict
         request, settings, PredictJSON, {"designation", "description", "image", "top_k"}
     )
     fields["top_k"] = _parse_top_k(fields.get("top_k"))
-    return _validate(fields, settings, content_type)
+    for name in ("designation", "description"):
+        check_text_length(name, fields.get(name) or "", settings)
+    data: bytes | None = fields.get("image_bytes")
+    image = None if data is None else await decode_upload(data, settings, request.app.state.decode_limiter)
+    return _validate(fields, settings, content_type, image)
 
 
 async def _read_form(request: Request, settings: Settings, allowed: set[str]) -> dict[str, Any]:
     form = await request.form(max_files=1, max_fields=8, max_part_size=8 * settings.MAX_TEXT_CHARS + 1024)
     unknown = set(form.keys()) - allowed
     if unknown:
-        raise InputError(422, f"Unknown form field(s): {', '.join(sorted(unknown))}")
+        raise InputError(422, f"Unknown form field(s): {', '.join(shown(name) for name in sorted(unknown))}")
     fields: dict[str, Any] = {}
     for name in allowed - {"image"}:
         value = form.get(name)
@@ -130,11 +148,15 @@ async def _read_json(request: Request, settings: Settings, model: type[BaseModel
         payload = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputError(422, f"Malformed JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise InputError(422, "Malformed JSON: nested too deeply") from exc
+    except ValueError as exc:  # an integer over Python's 4,300-digit conversion limit
+        raise InputError(422, "Malformed JSON: a number is too long") from exc
     try:
         body = model.model_validate(payload)
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "body"
+        where = ".".join(shown(str(p)) for p in first["loc"]) or "body"
         raise InputError(422, f"{where}: {first['msg']}") from exc
     fields = body.model_dump(exclude={"image_base64"})
     encoded = getattr(body, "image_base64", None)
@@ -170,9 +192,28 @@ def decode_checked_image(data: bytes, settings: Settings) -> np.ndarray:
     if len(data) > settings.MAX_IMAGE_BYTES:
         raise InputError(413, f"Image over the limit of {settings.MAX_IMAGE_BYTES} bytes", "too_large")
     try:
-        return decode_image(data, max_pixels=settings.MAX_IMAGE_PIXELS)
+        return decode_image(
+            data,
+            max_pixels=settings.MAX_IMAGE_PIXELS,
+            max_decoded_bytes=settings.MAX_IMAGE_DECODED_BYTES,
+            draft_pixels=settings.IMAGE_DRAFT_PIXELS,
+        )
     except ImageDecodeError as exc:
         raise InputError(422, f"The image could not be read: {exc}") from exc
+
+
+def make_decode_limiter(settings: Settings) -> anyio.CapacityLimiter:
+    """The bound on images decoded at once (held on `app.state.decode_limiter`)."""
+    return anyio.CapacityLimiter(settings.MAX_CONCURRENT_DECODES)
+
+
+async def decode_upload(data: bytes, settings: Settings, limiter: anyio.CapacityLimiter) -> np.ndarray:
+    """`decode_checked_image` in a worker thread, at most `limiter`'s number at a time.
+
+    Off the event loop, so a slow image never stalls other requests; bounded, so that many
+    large images at once cannot multiply the decoding memory.
+    """
+    return await anyio.to_thread.run_sync(decode_checked_image, data, settings, limiter=limiter)
 
 
 def check_text_length(name: str, value: str, settings: Settings) -> None:
@@ -180,11 +221,24 @@ def check_text_length(name: str, value: str, settings: Settings) -> None:
         raise InputError(422, f"{name} is longer than the limit of {settings.MAX_TEXT_CHARS} characters")
 
 
-def _validate(fields: dict[str, Any], settings: Settings, content_type: str) -> PredictInput:
+def check_stored_text(name: str, value: str, settings: Settings) -> None:
+    """`check_text_length`, and no NUL character (which the database refuses)."""
+    check_text_length(name, value, settings)
+    if "\x00" in value:
+        raise InputError(422, f"{name} {NUL_MESSAGE}")
+
+
+def shown(text: str, limit: int = 40) -> str:
+    """Client-sent text as an error message may quote it: control characters escaped, cut short."""
+    escaped = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text[: limit + 1])
+    return escaped if len(escaped) <= limit else escaped[:limit] + "..."
+
+
+def _validate(
+    fields: dict[str, Any], settings: Settings, content_type: str, image: np.ndarray | None
+) -> PredictInput:
     designation = fields.get("designation") or ""
     description = fields.get("description") or ""
-    for name, value in (("designation", designation), ("description", description)):
-        check_text_length(name, value, settings)
     text = combine_text(designation, description)
     summary: dict[str, Any] = {
         "content_type": content_type,
@@ -194,11 +248,9 @@ def _validate(fields: dict[str, Any], settings: Settings, content_type: str) -> 
         "has_image": False,
         "top_k": fields["top_k"],
     }
-    image = None
     data: bytes | None = fields.get("image_bytes")
-    if data is not None:
+    if data is not None and image is not None:
         summary.update(has_image=True, image_bytes=len(data), image_sha256=hashlib.sha256(data).hexdigest())
-        image = decode_checked_image(data, settings)
         summary.update(image_width=int(image.shape[1]), image_height=int(image.shape[0]))
     if not text and image is None:
         raise InputError(

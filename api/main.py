@@ -18,10 +18,16 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.exc import SQLAlchemyError
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.body_guard import RequestBodyGuard
 from api.deps import RateLimitExceededError, database_unavailable
-from api.inputs import BodyTooLargeError, max_body_bytes
+from api.inputs import (
+    BODY_TIMEOUT_MESSAGE,
+    BodyReadTimeoutError,
+    BodyTooLargeError,
+    make_decode_limiter,
+    max_body_bytes,
+)
 from api.log_writer import LogWriter
 from api.login import refuse_placeholder_admins_in_production
 from api.metrics import Metrics
@@ -102,35 +108,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine.dispose()
 
 
-class BodySizeLimit:
-    """Refuse bodies over a limit: early from Content-Length, or while streaming."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        length = dict(scope["headers"]).get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            response = JSONResponse({"detail": f"Request body over {self.max_bytes} bytes"}, status_code=413)
-            await response(scope, receive, send)
-            return
-        seen = 0
-
-        async def limited_receive() -> Message:
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.max_bytes:
-                raise BodyTooLargeError
-            return message
-
-        await self.app(scope, limited_receive, send)
-
-
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the application; `settings` defaults to the environment's."""
     settings = settings or get_settings()
@@ -146,6 +123,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.metrics = metrics = Metrics()
+    app.state.decode_limiter = make_decode_limiter(settings)
 
     @app.middleware("http")
     async def request_context(request: Request, call_next):  # type: ignore[no-untyped-def]
@@ -186,6 +164,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         return JSONResponse({"detail": "Internal server error", "request_id": request_id}, status_code=500)
 
+    @app.exception_handler(BodyReadTimeoutError)
+    async def body_read_timeout(request: Request, exc: BodyReadTimeoutError) -> JSONResponse:
+        return JSONResponse(
+            {"detail": BODY_TIMEOUT_MESSAGE}, status_code=408, headers={"Connection": "close"}
+        )
+
     @app.exception_handler(Exception)
     async def unhandled(request: Request, exc: Exception) -> JSONResponse:
         # A 500 is always a bug: log it with the request id the client saw.
@@ -206,7 +190,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 return JSONResponse({"detail": "Not Found"}, status_code=404)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes(settings))
+    app.add_middleware(
+        RequestBodyGuard,
+        max_bytes=max_body_bytes(settings),
+        drain_bytes=settings.BODY_DRAIN_MAX_BYTES,
+        idle_timeout=settings.BODY_IDLE_TIMEOUT_SECONDS,
+        total_timeout=settings.BODY_READ_TIMEOUT_SECONDS,
+    )
     for module in (health, auth, users, predict, logs, products, model_versions, monitoring, stats, ui):
         app.include_router(module.router)
     app.mount("/static", ui.static_files(), name="static")

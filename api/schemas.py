@@ -7,6 +7,8 @@ from typing import Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from api.params import DbText
+
 Role = Literal["admin", "seller"]
 USERNAME_PATTERN = r"^[A-Za-z0-9_.@-]+$"
 # A request id: what /predict answers with, what a client may send as X-Request-ID, what a
@@ -110,7 +112,7 @@ class ProductUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     label_status: LabelStatus
-    reason: str | None = Field(default=None, max_length=2000)
+    reason: DbText | None = Field(default=None, max_length=2000)
 
 
 class CategoryOut(BaseModel):

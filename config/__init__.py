@@ -40,7 +40,7 @@ class Settings(BaseSettings):
     ACCESS_TOKEN_EXPIRE_MINUTES: int = Field(default=60, ge=1)
     FIRST_ADMIN_USERNAME: str = "admin"
     FIRST_ADMIN_PASSWORD: str = "changethis"
-    # Login throttle (docs/security-auth.md): failed or in-flight attempts counted per window of
+    # Login throttle (docs/security.md): failed or in-flight attempts counted per window of
     # LOGIN_LOCKOUT_SECONDS for each (username, client address) pair, each client address and
     # each username; a key over its limit is refused with 429 for LOGIN_LOCKOUT_SECONDS,
     # doubling at each repeat up to LOGIN_LOCKOUT_MAX_SECONDS.
@@ -83,6 +83,25 @@ class Settings(BaseSettings):
     MAX_TEXT_CHARS: int = Field(default=20_000, ge=1)
     MAX_IMAGE_BYTES: int = Field(default=10 * 1024 * 1024, ge=1)
     MAX_IMAGE_PIXELS: int = Field(default=40_000_000, ge=1)
+    # Memory an image may take once decoded (width x height x bytes per pixel of its mode),
+    # checked before decoding: a 77 kB PNG can declare 6300x6300 16-bit pixels (79 MB).
+    MAX_IMAGE_DECODED_BYTES: int = Field(default=64 * 1024 * 1024, ge=1)
+    # JPEGs over this many pixels are decoded at 1/2, 1/4 or 1/8 scale (still at least this
+    # many pixels: far more than the models' input), which is faster and smaller.
+    IMAGE_DRAFT_PIXELS: int = Field(default=4_000_000, ge=1)
+    # Images decoded at once; the others wait (without holding a worker thread).
+    MAX_CONCURRENT_DECODES: int = Field(default=2, ge=1)
+    # A request body must keep arriving: at most this long between two chunks (408 otherwise)...
+    BODY_IDLE_TIMEOUT_SECONDS: float = Field(default=10.0, gt=0)
+    # ...and all of it within this long.
+    BODY_READ_TIMEOUT_SECONDS: float = Field(default=60.0, gt=0)
+    # An oversized body is read and discarded up to this many bytes before the 413, so that
+    # ordinary clients (which send the whole body before reading) get the answer, not a reset.
+    BODY_DRAIN_MAX_BYTES: int = Field(default=64 * 1024 * 1024, ge=0)
+    # Uvicorn (`python -m api`): idle keep-alive connections are closed after this long, and
+    # past this many connections and requests in progress new requests get a 503.
+    KEEP_ALIVE_TIMEOUT_SECONDS: int = Field(default=5, ge=1)
+    MAX_CONCURRENT_CONNECTIONS: int = Field(default=1000, ge=1)
 
     # Prediction log writer (docs/security.md: what is promised about logs under each fault)
     LOG_BATCH_SIZE: int = Field(default=200, ge=1)

@@ -10,11 +10,12 @@ import html
 import io
 import math
 import re
+import struct
 import unicodedata
 import warnings
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageMode, ImageOps
 
 # Default side of the square images the image models are trained on.
 IMAGE_SIZE = 96
@@ -66,12 +67,34 @@ def title_of(text: str) -> str:
     return text.split(TITLE_END, 1)[0]
 
 
-def decode_image(data: bytes, *, max_pixels: int = 40_000_000) -> np.ndarray:
+def decode_image(
+    data: bytes,
+    *,
+    max_pixels: int = 40_000_000,
+    max_decoded_bytes: int | None = None,
+    draft_pixels: int | None = None,
+) -> np.ndarray:
     """Decode any format PIL reads into an RGB uint8 array (H x W x 3).
 
-    Applies the EXIF orientation, converts grayscale, palette, CMYK and alpha
-    (composited on white) to RGB. Raises ImageDecodeError for non-images, truncated
-    files and images over `max_pixels` (decompression bombs).
+    Applies the EXIF orientation, converts grayscale, palette, CMYK, 16-bit and alpha
+    (composited on white) to RGB.
+
+    Args:
+        data: The image file's bytes.
+        max_pixels: Images declaring more pixels are refused before anything is decoded
+            (decompression bombs).
+        max_decoded_bytes: Images whose decoded buffer (width x height x bytes per pixel of
+            their mode, after any draft) would be larger are refused before decoding; None: no
+            such limit. A small file can declare a huge 16-bit image: this bounds time and memory.
+        draft_pixels: JPEGs of more pixels are decoded at a reduced scale (1/2, 1/4 or 1/8,
+            by the JPEG decoder itself) that keeps at least this many; None: always full size.
+            Images at or under it decode exactly as without it.
+
+    Returns:
+        The RGB pixels, uint8, of shape (height, width, 3).
+
+    Raises:
+        ImageDecodeError: For non-images, truncated or damaged files, and images over a limit.
     """
     if not data:
         raise ImageDecodeError("empty image")
@@ -84,6 +107,16 @@ def decode_image(data: bytes, *, max_pixels: int = 40_000_000) -> np.ndarray:
                     raise ImageDecodeError(
                         f"image of {width}x{height} pixels is over the limit of {max_pixels}"
                     )
+                if draft_pixels is not None and img.format == "JPEG" and width * height > draft_pixels:
+                    shrink = math.sqrt(draft_pixels / (width * height))
+                    img.draft(None, (math.ceil(width * shrink), math.ceil(height * shrink)))
+                if max_decoded_bytes is not None:
+                    needed = decoded_bytes(img)
+                    if needed > max_decoded_bytes:
+                        raise ImageDecodeError(
+                            f"image of {img.size[0]}x{img.size[1]} {img.mode} pixels would take "
+                            f"{needed} bytes once decoded, over the limit of {max_decoded_bytes}"
+                        )
                 img.load()
                 img = ImageOps.exif_transpose(img)
                 return np.asarray(_to_rgb(img), dtype=np.uint8)
@@ -94,8 +127,21 @@ def decode_image(data: bytes, *, max_pixels: int = 40_000_000) -> np.ndarray:
     except Image.UnidentifiedImageError as exc:
         # PIL's own message names an internal buffer object: say it in the user's terms.
         raise ImageDecodeError("not an image file, or a format that cannot be read") from exc
-    except (OSError, SyntaxError, ValueError) as exc:
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, TypeError, struct.error) as exc:
+        # Crafted files make PIL's parsers fail in many ways; each means "damaged".
         raise ImageDecodeError(f"the image file is damaged or truncated ({exc})") from exc
+
+
+def decoded_bytes(img: Image.Image) -> int:
+    """Bytes of the buffer `img.load()` would allocate: width x height x bytes per pixel."""
+    try:
+        mode = ImageMode.getmode(img.mode)
+        itemsize, bands = np.dtype(mode.typestr).itemsize, len(mode.bands)
+    except (KeyError, TypeError):
+        itemsize, bands = 4, 1  # a mode PIL does not describe: assume the widest common one
+    # PIL stores every multi-band 8-bit mode (LA, RGB, YCbCr, ...) in 4 bytes a pixel.
+    per_pixel = 4 if itemsize == 1 and bands > 1 else itemsize * bands
+    return img.size[0] * img.size[1] * per_pixel
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
@@ -107,10 +153,20 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         background.paste(rgba, mask=rgba.getchannel("A"))
         return background
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        arr = np.asarray(img, dtype=np.float64)
-        span = float(arr.max() - arr.min()) or 1.0
-        img = Image.fromarray(((arr - arr.min()) / span * 255).astype(np.uint8))
+        img = Image.fromarray(_rescale_to_uint8(np.asarray(img)))
     return img.convert("RGB")
+
+
+def _rescale_to_uint8(raw: np.ndarray, rows: int = 256) -> np.ndarray:
+    """Min-max rescale to 0..255 in float64, a band of rows at a time (not the whole image
+    in float64 at once: 8 bytes a pixel, and as many again for each temporary)."""
+    low = float(raw.min())
+    span = float(raw.max()) - low or 1.0
+    out = np.empty(raw.shape, dtype=np.uint8)
+    for start in range(0, raw.shape[0], rows):
+        band = raw[start : start + rows].astype(np.float64)
+        out[start : start + rows] = ((band - low) / span * 255).astype(np.uint8)
+    return out
 
 
 def resize_image(image: np.ndarray, size: int = IMAGE_SIZE) -> np.ndarray:

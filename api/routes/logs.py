@@ -8,15 +8,15 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, HTTPException, Query, status
 
 from api.deps import AdminUser, CurrentUser, SessionDep
+from api.params import IdQuery, Offset, TextQuery, UtcDateTime, limit_query
 from api.schemas import LogOut, Page
 from db import logs
 
 router = APIRouter(prefix="/logs", tags=["logs"])
 
-Offset = Annotated[int, Query(ge=0)]
-Limit = Annotated[int, Query(ge=1, le=200)]
-Since = Annotated[datetime | None, Query(description="Only logs at or after this time (ISO 8601)")]
-Until = Annotated[datetime | None, Query(description="Only logs before this time (ISO 8601)")]
+Limit = Annotated[int, limit_query(200)]
+Since = Annotated[UtcDateTime | None, Query(description="Only logs at or after this time (ISO 8601)")]
+Until = Annotated[UtcDateTime | None, Query(description="Only logs before this time (ISO 8601)")]
 
 
 def _page(total: int, rows, offset: int, limit: int) -> Page[LogOut]:
@@ -50,10 +50,10 @@ def my_logs(
 def all_logs(
     session: SessionDep,
     _admin: AdminUser,
-    user_id: int | None = None,
-    username: str | None = None,
+    user_id: IdQuery = None,
+    username: TextQuery = None,
     model_kind: Literal["text", "image", "fusion"] | None = None,
-    outcome: str | None = None,
+    outcome: TextQuery = None,
     since: Since = None,
     until: Until = None,
     offset: Offset = 0,

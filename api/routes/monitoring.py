@@ -5,17 +5,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, HTTPException, status
 from pydantic import BaseModel, ConfigDict
 
 from api.deps import AdminUser, SessionDep
+from api.params import Offset, limit_query
 from api.schemas import Page
 from pipelines import monitor
 
 router = APIRouter(prefix="/monitoring", tags=["monitoring"])
 
-Offset = Annotated[int, Query(ge=0)]
-Limit = Annotated[int, Query(ge=1, le=100)]
+Limit = Annotated[int, limit_query(100)]
 
 
 class MonitoringReportOut(BaseModel):

@@ -7,13 +7,14 @@ import time
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, HTTPException, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import IntegrityError
 
 from api.deps import AdminUser, SessionDep, rate_limited
-from api.inputs import InputError, check_text_length, decode_checked_image, read_fields
+from api.inputs import InputError, check_stored_text, decode_upload, read_fields, shown
+from api.params import IdPath, IdQuery, Offset, TextQuery, limit_query
 from api.schemas import REQUEST_ID_PATTERN, CategoryOut, LabelStatus, Page, ProductOut, ProductUpdate
 from db import logs, products
 from db.tables import User
@@ -87,20 +88,21 @@ async def submit_product(
             {"designation", "description", "image", "prdtypecode", "request_id"},
         )
         designation, description = fields.get("designation") or "", fields.get("description") or ""
-        check_text_length("designation", designation, state.settings)
-        check_text_length("description", description, state.settings)
+        check_stored_text("designation", designation, state.settings)
+        check_stored_text("description", description, state.settings)
         try:
             prdtypecode = int(fields.get("prdtypecode"))
         except (TypeError, ValueError) as exc:
             raise InputError(422, "prdtypecode is required and must be an integer") from exc
         if prdtypecode not in state.categories:
-            raise InputError(422, f"Unknown prdtypecode {prdtypecode}; see GET /categories")
+            raise InputError(422, f"Unknown prdtypecode {shown(str(prdtypecode))}; see GET /categories")
         request_id = fields.get("request_id") or None
         if request_id is not None and not REQUEST_ID.match(request_id):
             raise InputError(422, NOT_YOUR_PREDICTION)
         image_bytes = fields.get("image_bytes")
         if image_bytes is not None:
-            decode_checked_image(image_bytes, state.settings)  # refuse what could not be trained on
+            # Refuse what could not be trained on.
+            await decode_upload(image_bytes, state.settings, state.decode_limiter)
         if not combine_text(designation, description) and image_bytes is None:
             raise InputError(422, "A product needs a designation, a description or an image")
     except InputError as exc:
@@ -179,11 +181,11 @@ def list_products(
     session: SessionDep,
     _admin: AdminUser,
     label_status: LabelStatus | None = None,
-    source: str | None = None,
-    prdtypecode: int | None = None,
-    created_by: int | None = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    source: TextQuery = None,
+    prdtypecode: IdQuery = None,
+    created_by: IdQuery = None,
+    offset: Offset = 0,
+    limit: Annotated[int, limit_query(200)] = 50,
 ) -> Page[ProductOut]:
     """Products of the database, newest first (admins only)."""
     total, rows = products.list_products(
@@ -208,13 +210,15 @@ def _get_or_404(session, product_id: int):  # type: ignore[no-untyped-def]
 
 
 @router.get("/products/{product_id}", response_model=ProductOut)
-def read_product(product_id: int, session: SessionDep, _admin: AdminUser) -> ProductOut:
+def read_product(product_id: IdPath, session: SessionDep, _admin: AdminUser) -> ProductOut:
     """One product (admins only)."""
     return ProductOut.model_validate(_get_or_404(session, product_id))
 
 
 @router.get("/products/{product_id}/image", responses={200: {"content": {"image/*": {}}}})
-def read_product_image(product_id: int, request: Request, session: SessionDep, _admin: AdminUser) -> Response:
+def read_product_image(
+    product_id: IdPath, request: Request, session: SessionDep, _admin: AdminUser
+) -> Response:
     """The product's stored image (admins only)."""
     product = _get_or_404(session, product_id)
     if not product.image_ref:
@@ -224,7 +228,7 @@ def read_product_image(product_id: int, request: Request, session: SessionDep, _
 
 @router.patch("/products/{product_id}", response_model=ProductOut)
 def update_product(
-    product_id: int, body: ProductUpdate, session: SessionDep, _admin: AdminUser
+    product_id: IdPath, body: ProductUpdate, session: SessionDep, _admin: AdminUser
 ) -> ProductOut:
     """Verify or quarantine a product (admins only)."""
     product = _get_or_404(session, product_id)
@@ -236,7 +240,7 @@ def update_product(
 
 
 @router.delete("/products/{product_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_product(product_id: int, session: SessionDep, _admin: AdminUser) -> Response:
+def delete_product(product_id: IdPath, session: SessionDep, _admin: AdminUser) -> Response:
     """Delete a product (admins only)."""
     products.delete_product(session=session, product=_get_or_404(session, product_id))
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from api.deps import AdminUser, SessionDep
+from api.params import UtcDateTime
 from db.tables import Category, PredictionLog, Product
 
 router = APIRouter(tags=["stats"])
@@ -259,16 +260,21 @@ def read_stats(
     session: SessionDep,
     _admin: AdminUser,
     since: Annotated[
-        datetime | None, Query(description="Start of the window (ISO 8601); default a day ago")
+        UtcDateTime | None, Query(description="Start of the window (ISO 8601); default a day ago")
     ] = None,
-    until: Annotated[datetime | None, Query(description="End of the window (ISO 8601); default now")] = None,
+    until: Annotated[
+        UtcDateTime | None, Query(description="End of the window (ISO 8601); default now")
+    ] = None,
     bucket: Annotated[
         Bucket | None, Query(description="Traffic bucket; default from the window's length")
     ] = None,
 ) -> Stats:
     """Traffic, latency, predicted classes and confirmed hit rates over a time window (admins only)."""
     until = _aware(until) if until else datetime.now(UTC)
-    since = _aware(since) if since else until - DEFAULT_WINDOW
+    try:
+        since = _aware(since) if since else until - DEFAULT_WINDOW
+    except OverflowError as exc:  # `until` within a day of year 1
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "until is too early") from exc
     if since >= until:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "since must be before until")
     bucket = bucket or pick_bucket(until - since)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, HTTPException, status
 
 from api.deps import AdminUser, ClientAddress, CurrentUser, HasherDep, SessionDep, SettingsDep
 from api.login import LoginThrottled, check_password, require_acceptable_password
+from api.params import IdPath, Offset, limit_query
 from api.routes.auth import hashing_busy, issue_token, throttled
 from api.schemas import PasswordChange, Token, UserOut, UserUpdate
 from api.security import HashBusyError
@@ -62,15 +63,15 @@ def change_password(
 def list_users(
     session: SessionDep,
     _admin: AdminUser,
-    offset: Annotated[int, Query(ge=0)] = 0,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    offset: Offset = 0,
+    limit: Annotated[int, limit_query(500)] = 100,
 ) -> list[UserOut]:
     """All users (admins only)."""
     return [UserOut.model_validate(u) for u in users.list_users(session=session, offset=offset, limit=limit)]
 
 
 @router.patch("/{user_id}", response_model=UserOut)
-def update_user(user_id: int, body: UserUpdate, session: SessionDep, admin: AdminUser) -> UserOut:
+def update_user(user_id: IdPath, body: UserUpdate, session: SessionDep, admin: AdminUser) -> UserOut:
     """Deactivate or reactivate a user (admins only)."""
     user = users.get_user(session=session, user_id=user_id)
     if user is None:

@@ -26,6 +26,7 @@ def settings(database_url: str, tmp_path) -> Settings:
         MODEL_POLL_SECONDS=0,
         # Load-style tests send hundreds of predictions as one user; the limits have their own tests.
         RATE_LIMIT_PREDICT="100000/minute",
+        RATE_LIMIT_PRODUCTS="100000/minute",
     )
 
 

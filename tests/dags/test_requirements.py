@@ -16,6 +16,7 @@ API_SERVER_ONLY = {
     "pwdlib",
     "pyjwt",
     "prometheus-client",
+    "redis",  # the rate limiter's shared storage
 }
 
 

@@ -255,3 +255,85 @@ def test_resize_image_refuses_an_array_that_is_not_rgb():
         resize_image(np.zeros((10, 10), dtype=np.uint8))
     with pytest.raises(ImageDecodeError):
         resize_image(np.zeros((10, 10, 4), dtype=np.uint8))
+
+
+# --------------------------------------------------------------------------- bounded decoding
+
+
+def png_16_bit_bomb(side: int = 6300) -> bytes:
+    """A ~77 kB grayscale 16-bit PNG of `side` x `side` black pixels: 79 MB once decoded."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    row = b"\x00" * (1 + 2 * side)  # filter byte, then 2 bytes a pixel
+    packer = zlib.compressobj(9)
+    idat = b"".join(packer.compress(row) for _ in range(side)) + packer.flush()
+    header = struct.pack(">IIBBBBB", side, side, 16, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def test_a_small_png_declaring_a_huge_16_bit_image_is_refused_fast_by_the_decoded_byte_cap():
+    data = png_16_bit_bomb()
+    assert len(data) < 100_000 and 6300 * 6300 < 40_000_000  # under both older limits
+    started = time.perf_counter()
+    with pytest.raises(ImageDecodeError, match="once decoded"):
+        decode_image(data, max_decoded_bytes=64 * 1024 * 1024)
+    assert time.perf_counter() - started < 0.5
+
+
+@pytest.mark.parametrize(
+    ("mode", "per_pixel"), [("L", 1), ("I;16", 2), ("RGB", 4), ("RGBA", 4), ("I", 4), ("F", 4)]
+)
+def test_the_decoded_byte_cap_counts_the_bytes_pil_allocates_for_the_mode(mode, per_pixel):
+    data = _encode(Image.new(mode, (100, 50)), "TIFF")
+    assert decode_image(data, max_decoded_bytes=100 * 50 * per_pixel).shape == (50, 100, 3)
+    with pytest.raises(ImageDecodeError, match="once decoded"):
+        decode_image(data, max_decoded_bytes=100 * 50 * per_pixel - 1)
+
+
+def test_a_large_jpeg_is_decoded_at_a_reduced_scale_that_keeps_at_least_the_draft_pixels():
+    data = _encode(_two_halves(2048, 2048), "JPEG", quality=90)
+    pixels = decode_image(data, draft_pixels=250_000)
+    assert pixels.shape == (512, 512, 3)  # 1/4 scale: 262,144 pixels, 1/8 would be too few
+    assert pixels[256, 10, 0] > 200 and pixels[256, 500, 2] > 200
+    assert decode_image(data, draft_pixels=4_000_000).shape == (2048, 2048, 3)
+
+
+def test_the_byte_cap_applies_to_the_drafted_size_of_a_jpeg():
+    data = _encode(_two_halves(2048, 2048), "JPEG", quality=90)
+    assert decode_image(data, draft_pixels=250_000, max_decoded_bytes=512 * 512 * 4).shape == (512, 512, 3)
+
+
+def test_ordinary_images_decode_identically_with_or_without_the_serving_limits():
+    rng = np.random.default_rng(1)
+    photo = Image.fromarray(rng.integers(0, 256, (500, 500, 3), dtype=np.uint8))
+    deep = Image.fromarray(rng.integers(0, 65536, (300, 257), dtype=np.uint16))
+    for data in (_encode(photo, "JPEG", quality=90), _encode(photo, "PNG"), _encode(deep, "PNG")):
+        plain = decode_image(data)
+        limited = decode_image(data, max_decoded_bytes=64 * 1024 * 1024, draft_pixels=4_000_000)
+        assert np.array_equal(plain, limited)
+
+
+def test_16_bit_images_are_rescaled_exactly_as_a_whole_image_float64_rescale_would():
+    rng = np.random.default_rng(2)
+    raw = rng.integers(100, 60000, (700, 33), dtype=np.uint16)  # more rows than one band
+    pixels = decode_image(_encode(Image.fromarray(raw), "PNG"))
+    arr = raw.astype(np.float64)
+    expected = ((arr - arr.min()) / float(arr.max() - arr.min()) * 255).astype(np.uint8)
+    assert np.array_equal(pixels[..., 0], expected)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"GIF89a" + b"\xff" * 40,
+        b"II*\x00" + b"\x00" * 40,
+        b"BM" + struct.pack("<IHHI", 100, 0, 0, 10) + b"\xff" * 40,
+        b"\x00\x00\x01\x00" + b"\xff" * 40,  # ICO
+    ],
+    ids=["gif", "tiff", "bmp", "ico"],
+)
+def test_crafted_headers_are_refused_as_damaged_images(data):
+    with pytest.raises(ImageDecodeError):
+        decode_image(data)
