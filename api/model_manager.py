@@ -27,8 +27,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from store.cache import CachedBundle, ModelCache, NoProductionModelError
-from store.models import ChecksumMismatchError
+from store.model_cache import CachedBundle, ModelCache, NoProductionModelError
+from store.model_store import ChecksumMismatchError
 
 if TYPE_CHECKING:
     from models.runtime import ModelRuntime

@@ -44,8 +44,8 @@ def text_only(data_dir: Path, seed: int, **overrides: Any) -> dict[str, Any]:
 
     from models.calibration import calibrate
     from models.data import load_challenge_folder
-    from models.evaluate import evaluate_arrays
-    from models.train import LABELS, Hyperparameters, Predictor, prepare_data, train_text_model
+    from models.training.evaluate import evaluate_arrays
+    from models.training.train import LABELS, Hyperparameters, Predictor, prepare_data, train_text_model
 
     hp = replace(Hyperparameters(), **overrides)
     keras.utils.set_random_seed(seed)
@@ -73,8 +73,8 @@ def concat_fusion(data_dir: Path, bundle: Path, seed: int) -> dict[str, Any]:
     from models.bundle import load_bundle
     from models.calibration import calibrate
     from models.data import load_challenge_folder
-    from models.evaluate import evaluate_arrays
-    from models.train import (
+    from models.training.evaluate import evaluate_arrays
+    from models.training.train import (
         LABELS,
         Hyperparameters,
         Predictor,
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     from models.data import load_challenge_folder
-    from models.train import quiet_exporters, train
+    from models.training.train import quiet_exporters, train
 
     quiet_exporters()
     workdir = Path(tempfile.mkdtemp(prefix="accuracy-bench-"))

@@ -1,14 +1,14 @@
 """A model bundle on disk: what it holds, how to read it, and how to tell it is complete.
 
-Layout (written by `models.train`, immutable once written):
+Layout (written by `models.training.train`, immutable once written):
 
     text.keras, image.keras, fusion.keras   the Keras models (raw inputs: `text`, `image`)
     metadata.json                           version, labels, categories, inputs, image size,
                                             data fingerprint, hyperparameters, code revision, counts
-    metrics.json                            test-split figures, `models.evaluate` schema
+    metrics.json                            test-split figures, `models.training.evaluate` schema
     calibration.json                        conformal thresholds per model kind
     report.md, confusion_matrix.png, training_curves.png
-    serving/                                ONNX exports + NumPy vectorisers (`models.export`)
+    serving/                                ONNX exports + NumPy vectorisers (`models.training.export`)
 
 Reading metadata needs no TensorFlow; only `load_bundle(..., load_models=True)` imports Keras.
 """
@@ -196,7 +196,7 @@ def load_bundle(
     if load_models:
         import keras
 
-        import models.builders  # noqa: F401 - registers the custom layers before loading
+        import models.training.builders  # noqa: F401 - registers the custom layers before loading
 
         for kind, name in MODEL_FILES.items():
             try:

@@ -3,7 +3,7 @@
 The bundle is validated first (`models.bundle.validate_bundle`: a `BundleError` says what is
 missing), then one of two engines runs the models:
 
-- ``onnx`` (the default whenever the bundle has its `serving/` exports, which `models.train`
+- ``onnx`` (the default whenever the bundle has its `serving/` exports, which `models.training.train`
   writes for every shipped architecture): the engine of `models.serving`, ONNX Runtime plus
   NumPy text vectorisers read from the trained layers. No TensorFlow in the process: about
   170 MB resident, a few milliseconds per call.

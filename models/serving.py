@@ -1,6 +1,6 @@
 """The serving fast path: a bundle's exported models under ONNX Runtime, no TensorFlow.
 
-`ModelRuntime.from_bundle(path)` loads `serving/` (written by `models.export` when the bundle
+`ModelRuntime.from_bundle(path)` loads `serving/` (written by `models.training.export` when the bundle
 is trained), warms each session up with one call on dummy input, and predicts one request at
 a time in well under a millisecond per model on this hardware. Text goes through the same
 `combine_text` as training (the caller does it) and the vectorisers read from the trained
@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 
 from models.calibration import suggestion_set as conformal_set
-from models.export import SERVING_DIR, SERVING_SPEC
 from models.preprocessing import resize_image
 from models.text_vectorizer import NumpyTextVectorizer
+from models.training.export import SERVING_DIR, SERVING_SPEC
 
 
 class BundleLoadError(RuntimeError):
@@ -64,7 +64,7 @@ class ModelRuntime:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         models: dict[str, _Model] = {}
-        # The fusion model names the text model's vectoriser files (`models.export` writes each
+        # The fusion model names the text model's vectoriser files (`models.training.export` writes each
         # vocabulary once): each file is loaded once.
         vectorizers: dict[Path, NumpyTextVectorizer] = {}
 

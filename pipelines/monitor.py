@@ -469,7 +469,7 @@ def latest_report(*, session: Session) -> MonitoringReport | None:
 def monitor_window(settings: Any, start: datetime, end: datetime) -> dict[str, Any]:
     """Build and store the report of [start, end); a small summary for the DAG (XCom)."""
     from db.session import make_engine, make_session_factory
-    from store.models import open_model_store
+    from store.model_store import open_model_store
 
     thresholds = Thresholds.from_settings(settings)
     engine = make_engine(settings.DATABASE_URL)

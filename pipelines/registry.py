@@ -1,13 +1,13 @@
 """Model registry CLI: publish, inspect, promote and roll back model versions.
 
 Usage:
-    python -m models.registry [--json] list [--all]
-    python -m models.registry [--json] show VERSION
-    python -m models.registry [--json] publish BUNDLE_DIR
-    python -m models.registry [--json] promote VERSION
-    python -m models.registry [--json] rollback
-    python -m models.registry [--json] history
-    python -m models.registry [--json] verify VERSION
+    python -m pipelines.registry [--json] list [--all]
+    python -m pipelines.registry [--json] show VERSION
+    python -m pipelines.registry [--json] publish BUNDLE_DIR
+    python -m pipelines.registry [--json] promote VERSION
+    python -m pipelines.registry [--json] rollback
+    python -m pipelines.registry [--json] history
+    python -m pipelines.registry [--json] verify VERSION
 
 The store is MODEL_STORE_URI (a folder or s3://bucket/prefix); publications, promotions and
 rollbacks are also recorded in the model versions table of DATABASE_URL. Promote and rollback
@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from store.blob import BlobStoreUnavailableError
-from store.models import (
+from store.model_store import (
     ChecksumMismatchError,
     InvalidBundleError,
     InvalidVersionError,
@@ -237,7 +237,7 @@ COMMANDS: dict[str, Callable[[ModelStore, argparse.Namespace], dict[str, Any]]] 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m models.registry", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m pipelines.registry", description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     # --json is also accepted after the command; SUPPRESS keeps it from resetting the global one.
     common = argparse.ArgumentParser(add_help=False)

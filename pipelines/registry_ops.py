@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db import model_versions
 from db.session import session_scope
-from store.models import Manifest, ModelStore, Promotion, UnservableVersionError
+from store.model_store import Manifest, ModelStore, Promotion, UnservableVersionError
 
 logger = logging.getLogger(__name__)
 

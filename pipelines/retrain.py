@@ -120,7 +120,7 @@ def train_to_store(
     snapshot_uri: str, out_uri: str, *, epochs: int | None = None, quick: bool = False, seed: int = 0
 ) -> dict[str, Any]:
     """Train on the snapshot's train split and upload the bundle to `out_uri`: the training step."""
-    from models.train import train
+    from models.training.train import train
     from pipelines.snapshot import load_snapshot
 
     dataset = load_snapshot(snapshot_uri, split="train")
@@ -236,9 +236,9 @@ def train_in_container(settings: Settings, snapshot_uri: str, out_uri: str, *, c
 
 def evaluate_step(settings: Settings, snapshot: dict[str, Any], candidate: dict[str, Any]) -> dict[str, Any]:
     """Evaluate the candidate and the production model on the snapshot's held-out split."""
-    from models.evaluate import evaluate_bundle
+    from models.training.evaluate import evaluate_bundle
     from pipelines.snapshot import load_snapshot
-    from store.models import open_model_store
+    from store.model_store import open_model_store
 
     dataset = load_snapshot(snapshot["uri"], split="eval")
     if len(dataset) == 0:
@@ -316,7 +316,7 @@ def publish_step(settings: Settings, candidate: dict[str, Any], gate: dict[str, 
             promotion's verification refused it (recorded as rejected; production unchanged).
     """
     from pipelines.registry_ops import promote_version, publish_bundle, reject_version
-    from store.models import ChecksumMismatchError, UnservableVersionError, open_model_store
+    from store.model_store import ChecksumMismatchError, UnservableVersionError, open_model_store
 
     model_store = open_model_store(settings.MODEL_STORE_URI)
     engine, session_factory = _session_factory(settings)

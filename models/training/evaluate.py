@@ -1,6 +1,6 @@
 """Evaluate a bundle on a labelled dataset: one JSON object, one entry per model kind.
 
-    python -m models.evaluate --bundle BUNDLE_DIR --data DIR [--data DIR ...]
+    python -m models.training.evaluate --bundle BUNDLE_DIR --data DIR [--data DIR ...]
 
 Each model is scored on the products that have the inputs it needs (text: products with
 text; image: with an image; fusion: with both), through the same serving runtime the API

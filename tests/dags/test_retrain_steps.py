@@ -16,7 +16,7 @@ import pytest
 from config import Settings
 from pipelines import retrain
 from pipelines.registry_ops import promote_version, publish_bundle
-from store.models import open_model_store
+from store.model_store import open_model_store
 from tests.store.bundles import make_servable_bundle
 
 

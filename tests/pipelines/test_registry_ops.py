@@ -18,7 +18,7 @@ from pipelines.registry_ops import (
     rollback_production,
     verify_servable,
 )
-from store.models import (
+from store.model_store import (
     ChecksumMismatchError,
     ModelStore,
     ModelStoreError,

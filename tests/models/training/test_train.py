@@ -11,7 +11,7 @@ import pytest
 
 from db.categories import CATEGORIES
 from models.bundle import REQUIRED_FILES, VERSION_PATTERN, validate_bundle
-from models.train import SPLITS, balanced_class_weights, main, pseudo_pairs, split_of, train
+from models.training.train import SPLITS, balanced_class_weights, main, pseudo_pairs, split_of, train
 
 CHANCE = 1 / len(CATEGORIES)
 
