@@ -59,7 +59,7 @@ def bootstrap(settings: Settings, *, n_products: int = 1500, seed: int = 0) -> s
         report = import_folder(
             catalogue, session_factory=session_factory, image_store=image_store, source="synthetic"
         )
-        logger.info("      %s", report.summary() if hasattr(report, "summary") else report)
+        logger.info("      %s", report.summary())
     else:
         logger.info("      the products table already has %d products: kept as they are", existing)
     logger.info("      done in %.1f s", time.perf_counter() - started)

@@ -73,7 +73,7 @@ def verify_servable(
 
     Downloads every file to a scratch directory, checked against MANIFEST.json (a changed or
     missing file fails), then loads the copy with the serving runtime the API uses
-    (`models.runtime.load_serving_runtime`: bundle validation, ONNX load, self-check).
+    (`models.runtime.ModelRuntime.from_bundle`: bundle validation, ONNX load, self-check).
 
     Args:
         store: the model store.
@@ -90,9 +90,9 @@ def verify_servable(
     """
     if loader is None:
         # Imported here: loading pulls ONNX Runtime, which most registry operations never need.
-        from models.runtime import load_serving_runtime
+        from models.runtime import ModelRuntime
 
-        loader = load_serving_runtime
+        loader = ModelRuntime.from_bundle
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix=f"verify-{version}-") as scratch:
         path = store.download(version, scratch)

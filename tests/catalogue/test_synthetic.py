@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from catalogue import synthetic
 from catalogue.synthetic import MANIFEST_FILE, generate_catalogue
 from db.categories import CATEGORIES
-from models import synthetic
 from models.data import IMAGE_DIR, X_FILE, Y_FILE, image_filename, load_challenge_folder
 
 N_PRODUCTS = 400
