@@ -329,7 +329,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     bundle = args.bundle
     if bundle is None:
-        from catalogue.synthetic import generate_catalogue
+        from catalog.synthetic import generate_catalogue
         from models.data import load_challenge_folder
         from models.training.train import train
 

@@ -112,7 +112,7 @@ def run_load(send: Callable[[httpx.Client], httpx.Response], n: int, concurrency
 
 
 def make_bundle(workdir: Path) -> Path:
-    from catalogue.synthetic import generate_catalogue
+    from catalog.synthetic import generate_catalogue
     from models.data import load_challenge_folder
     from models.training.train import train
 

@@ -32,9 +32,9 @@ def bootstrap(settings: Settings, *, n_products: int = 1500, seed: int = 0) -> s
     if current is not None:
         logger.info("model store %s already serves %s: nothing to bootstrap", store.uri, current)
         return None
-    from catalogue.importer import import_folder
-    from catalogue.products import load_products
-    from catalogue.synthetic import generate_catalogue
+    from catalog.importer import import_folder
+    from catalog.products import load_products
+    from catalog.synthetic import generate_catalogue
     from models.training.train import train
 
     engine = make_engine(settings.DATABASE_URL)

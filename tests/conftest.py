@@ -63,7 +63,7 @@ def session(session_factory: sessionmaker[Session]) -> Iterator[Session]:
 @pytest.fixture(scope="session")
 def quick_catalogue(tmp_path_factory) -> Path:
     """A small synthetic catalogue in the challenge layout (seed 0, generated once per session)."""
-    from catalogue.synthetic import generate_catalogue
+    from catalog.synthetic import generate_catalogue
 
     return generate_catalogue(tmp_path_factory.mktemp("train") / "catalogue", n_products=900, seed=0)
 

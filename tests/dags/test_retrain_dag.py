@@ -34,8 +34,8 @@ SECOND_RUN = FIRST_RUN + timedelta(weeks=1)
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory) -> Iterator[SimpleNamespace]:
     """A migrated product database holding a synthetic catalogue, stores on a moto S3 server."""
-    from catalogue.importer import import_folder
-    from catalogue.synthetic import generate_catalogue
+    from catalog.importer import import_folder
+    from catalog.synthetic import generate_catalogue
     from config import Settings
     from db import migrate
     from db.session import make_engine, make_session_factory

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from catalogue.synthetic import generate_catalogue
+from catalog.synthetic import generate_catalogue
 from models.data import Dataset, load_challenge_folder
 
 TRAIN_PRODUCTS = 900

@@ -9,7 +9,7 @@ What a category looks like (its words, palette, shape and texture) is a constant
 module; the seed only drives the sampling. So a model trained on one seed is evaluated
 fairly on another, and the same seed gives byte-identical files.
 
-Usage: python -m catalogue.synthetic --out DIR [--n N] [--seed S] [--image-size PX]
+Usage: python -m catalog.synthetic --out DIR [--n N] [--seed S] [--image-size PX]
 """
 
 from __future__ import annotations
@@ -787,7 +787,7 @@ def generate_catalogue(
         image_size: Side of the square JPEG images, in pixels.
 
     Returns:
-        The folder, ready for `load_challenge_folder` or `catalogue.importer.import_folder`.
+        The folder, ready for `load_challenge_folder` or `catalog.importer.import_folder`.
     """
     if n_products < 1:
         raise ValueError("n_products must be at least 1")

@@ -14,8 +14,8 @@ import pytest
 from PIL import Image
 from sqlalchemy import func, select, update
 
-from catalogue import importer
-from catalogue.importer import (
+from catalog import importer
+from catalog.importer import (
     DUPLICATE_PRODUCT_ID,
     INVALID_LABEL,
     MISSING_LABEL,
@@ -26,7 +26,7 @@ from catalogue.importer import (
     ChallengeLayoutError,
     import_folder,
 )
-from catalogue.synthetic import generate_catalogue
+from catalog.synthetic import generate_catalogue
 from config import get_settings
 from db import migrate
 from db.session import make_engine, make_session_factory

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from catalogue import synthetic
-from catalogue.synthetic import MANIFEST_FILE, generate_catalogue
+from catalog import synthetic
+from catalog.synthetic import MANIFEST_FILE, generate_catalogue
 from db.categories import CATEGORIES
 from models.data import IMAGE_DIR, X_FILE, Y_FILE, image_filename, load_challenge_folder
 
