@@ -116,9 +116,14 @@ def publish_bundle(
 ) -> str:
     """Publish a bundle (immutable) and record it as a candidate; returns its version."""
     version = store.publish(bundle_dir, exist_ok=exist_ok)
+    record_published(store, session_factory, version)
+    return version
+
+
+def record_published(store: ModelStore, session_factory: sessionmaker[Session], version: str) -> None:
+    """Record a version already in the store as a candidate (nothing when it is recorded)."""
     with _recording(session_factory, "publish") as session:
         ensure_recorded(session, store, version)
-    return version
 
 
 def promote_version(

@@ -148,9 +148,7 @@ def test_the_first_run_publishes_and_promotes_its_candidate(pipeline, first_run)
     assert snapshot["rows"] >= pipeline.settings.MIN_TRAINING_ROWS
     data = open_blob_store(pipeline.settings.DATA_STORE_URI)
     run_files = set(data.list("runs/20250602T030000Z_20250609T030000Z/"))
-    assert {"evaluation.json", "gate.json", "candidate/BUNDLE.json"} <= {
-        key.split("/", 2)[2] for key in run_files
-    }
+    assert {"evaluation.json", "gate.json", "candidate.json"} <= {key.split("/", 2)[2] for key in run_files}
     reload = xcom(first_run, "reload_api")
     assert reload["reloaded"] is False and "unreachable" in reload["detail"]
     logger.warning("promote run gate: %s", {k: row.gate[k] for k in ("reason", "candidate_score")})

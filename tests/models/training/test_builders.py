@@ -25,7 +25,7 @@ TEXTS = [
     "Filtre à sable pour piscine, débit 6 m3/h",
     "Figurine Pop Star Wars vinyl",
 ] * 2
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
 
 
 def _strings(texts: list[str]) -> tf.Tensor:

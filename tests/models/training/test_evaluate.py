@@ -13,7 +13,7 @@ import pytest
 from models.data import Dataset
 from models.training.evaluate import FIGURES, KINDS, evaluate_arrays, evaluate_bundle
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
 LABELS = [10, 40, 50]
 EVERYTHING = {"method": "lac", "alpha": 0.05, "threshold": None}
 KEYS = {"n", *FIGURES, "per_class_recall"}
