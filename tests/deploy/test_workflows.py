@@ -82,4 +82,3 @@ def test_ci_and_make_test_check_the_import_contracts(ci: dict) -> None:
     test_recipe = makefile.split("\ntest:", 1)[1].split("\n\n", 1)[0]
     assert "lint-imports" in test_recipe
     assert (ROOT / ".importlinter").is_file()
-
