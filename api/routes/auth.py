@@ -6,11 +6,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Response, status
 from fastapi.security import OAuth2PasswordRequestForm
+from sqlalchemy.orm import Session
 
 from api.deps import AdminUser, ClientAddress, CurrentUser, HasherDep, SessionDep, SettingsDep
 from api.login import LoginThrottled, check_password, require_acceptable_password
 from api.schemas import Token, UserCreate, UserOut
-from api.security import HashBusyError, create_access_token
+from api.security import HashBusyError, PasswordHasher, create_access_token
 from config import Settings
 from db import users
 from db.tables import User
@@ -48,6 +49,31 @@ def issue_token(user: User, settings: Settings) -> Token:
     return Token(access_token=token, expires_in=settings.ACCESS_TOKEN_EXPIRE_MINUTES * 60, role=user.role)
 
 
+def verified_user(
+    *,
+    session: Session,
+    settings: Settings,
+    hasher: PasswordHasher,
+    username: str,
+    password: str,
+    address: str,
+) -> User | None:
+    """The user whose password this is, through the login throttle (429/503 HTTPException)."""
+    try:
+        return check_password(
+            session=session,
+            settings=settings,
+            hasher=hasher,
+            username=username,
+            password=password,
+            address=address,
+        )
+    except LoginThrottled as exc:
+        raise throttled(exc) from exc
+    except HashBusyError as exc:
+        raise hashing_busy(exc) from exc
+
+
 @router.post("/login", response_model=Token)
 def login(
     form: Annotated[OAuth2PasswordRequestForm, Depends()],
@@ -57,19 +83,14 @@ def login(
     address: ClientAddress,
 ) -> Token:
     """Exchange a username and password for a bearer token."""
-    try:
-        user = check_password(
-            session=session,
-            settings=settings,
-            hasher=hasher,
-            username=form.username,
-            password=form.password,
-            address=address,
-        )
-    except LoginThrottled as exc:
-        raise throttled(exc) from exc
-    except HashBusyError as exc:
-        raise hashing_busy(exc) from exc
+    user = verified_user(
+        session=session,
+        settings=settings,
+        hasher=hasher,
+        username=form.username,
+        password=form.password,
+        address=address,
+    )
     if user is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED, BAD_CREDENTIALS, headers={"WWW-Authenticate": "Bearer"}

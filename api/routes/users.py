@@ -7,9 +7,9 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, status
 
 from api.deps import AdminUser, ClientAddress, CurrentUser, HasherDep, SessionDep, SettingsDep
-from api.login import LoginThrottled, check_password, require_acceptable_password
+from api.login import require_acceptable_password
 from api.params import IdPath, Offset, limit_query
-from api.routes.auth import hashing_busy, issue_token, throttled
+from api.routes.auth import hashing_busy, issue_token, verified_user
 from api.schemas import PasswordChange, Token, UserOut, UserUpdate
 from api.security import HashBusyError
 from db import users
@@ -34,19 +34,14 @@ def change_password(
 ) -> Token:
     """Change the signed-in user's password; every older token is revoked, a new one returned."""
     # The current password goes through the login throttle: a stolen token is no oracle.
-    try:
-        proven = check_password(
-            session=session,
-            settings=settings,
-            hasher=hasher,
-            username=user.username,
-            password=body.current_password,
-            address=address,
-        )
-    except LoginThrottled as exc:
-        raise throttled(exc) from exc
-    except HashBusyError as exc:
-        raise hashing_busy(exc) from exc
+    proven = verified_user(
+        session=session,
+        settings=settings,
+        hasher=hasher,
+        username=user.username,
+        password=body.current_password,
+        address=address,
+    )
     if proven is None or proven.id != user.id:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, "Current password is incorrect")
     require_acceptable_password(

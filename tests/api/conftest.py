@@ -13,8 +13,8 @@ ADMIN = ("admin", "admin-password-1")
 SELLER = ("seller1", "seller-password-1")
 
 
-@pytest.fixture
-def settings(database_url: str, tmp_path) -> Settings:
+def make_settings(database_url: str, tmp_path) -> Settings:
+    """Settings of a test app: its own database, stores and log files under `tmp_path`."""
     return Settings(
         DATABASE_URL=database_url,
         SECRET_KEY="test-secret-key-that-is-long-enough-0123456789",
@@ -27,7 +27,13 @@ def settings(database_url: str, tmp_path) -> Settings:
         # Load-style tests send hundreds of predictions as one user; the limits have their own tests.
         RATE_LIMIT_PREDICT="100000/minute",
         RATE_LIMIT_PRODUCTS="100000/minute",
+        LOG_SPILL_DIR=tmp_path / "prediction-logs",
     )
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path) -> Settings:
+    return make_settings(database_url, tmp_path)
 
 
 @pytest.fixture

@@ -57,11 +57,6 @@ def test_an_id_sent_twice_is_dead_lettered_once_and_never_jams_the_writer(client
     assert "prediction_log_dead_letters_total 1.0" in client.get("/metrics").text
 
 
-@pytest.fixture
-def settings(settings, tmp_path):
-    return settings.model_copy(update={"LOG_SPILL_DIR": tmp_path / "prediction-logs"})
-
-
 def take_database_down(client: TestClient) -> None:
     """Point the routes at a database server that refuses connections (the writer keeps its own)."""
     engine = make_engine(DEAD_DATABASE, connect_timeout=1)

@@ -76,7 +76,7 @@ def test_hashes_run_only_on_the_hashers_own_threads():
 def test_hashes_use_the_configured_argon2_parameters_and_verify_older_ones():
     from pwdlib import PasswordHash
 
-    hasher = PasswordHasher(memory_kib=19456, time_cost=2, concurrency=2, max_waiting=0, wait_seconds=1)
+    hasher = PasswordHasher(memory_kib=19456, time_cost=2, concurrency=2, max_waiting=0, wait_seconds=30)
     assert hasher.hash("a-password-to-hash").startswith("$argon2id$v=19$m=19456,t=2,p=1$")
     legacy = PasswordHash.recommended().hash("a-password-to-hash")
     valid, upgraded = hasher.verify_and_update("a-password-to-hash", legacy)

@@ -95,6 +95,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "STACK_POLL_SECONDS": "1",
         "FIRST_ADMIN_USERNAME": ADMIN[0],
         "FIRST_ADMIN_PASSWORD": ADMIN[1],
+        # The traffic during the retraining is one user's, faster than a seller's limit.
+        "RATE_LIMIT_PREDICT": "100000/minute",
     }
     # CI starts one S3 server for the job (STACK_S3_ENDPOINT and its credentials).
     for name in ("STACK_S3_ENDPOINT", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
