@@ -53,7 +53,7 @@ format: venv  ## Format the code
 	$(VENV)/bin/ruff check --fix .
 
 clean:  ## Remove the virtualenvs and local state (var/)
-	rm -rf $(VENV) var .pytest_cache .ruff_cache
+	rm -rf $(VENV) var .pytest_cache .ruff_cache .import_linter_cache
 
 # ---- the compose topology as local processes (scripts/stack.sh; docs/deploy.md) ----------
 .PHONY: stack stack-down stack-retrain stack-status
