@@ -10,7 +10,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 .PHONY: help venv run serve bench migrate test lint format clean
 
 help:  ## List the targets
-	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: requirements-serve.txt requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,7 +23,7 @@ venv: $(VENV)/.installed  ## Create the virtualenv and install the requirements
 migrate: venv  ## Apply the database migrations
 	$(PY) -m db.migrate upgrade
 
-run: migrate  ## Bootstrap the embedded default if needed, then serve on http://127.0.0.1:$(PORT)
+run: migrate  ## Bootstrap the embedded default if needed, then serve on http://127.0.0.1:PORT (8000)
 	$(PY) -m pipelines.bootstrap
 	PORT=$(PORT) $(PY) -m api
 
@@ -34,24 +34,26 @@ bench:  venv ## Serving and accuracy benchmarks (figures in docs/performance.md 
 	$(PY) -m benchmarks.serve
 	$(PY) -m benchmarks.accuracy
 
-test: venv airflow-venv  ## Lint, then run the whole test suite (the DAG tests in the Airflow venv)
+test: venv airflow-venv  ## Lint and check the import contracts, then run every test (DAG tests in the Airflow venv)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest --ignore=tests/dags -m "not e2e"
 	$(AIRFLOW_PY) -m pytest tests/dags
 
 test-e2e: venv airflow-venv  ## The end-to-end stack test (Postgres, S3, API, retraining DAG): minutes
 	$(PY) -m pytest tests/deploy/test_stack_e2e.py
 
-lint: venv  ## Lint only
+lint: venv  ## Lint and check the import contracts (.importlinter) only
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 format: venv  ## Format the code
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
 clean:  ## Remove the virtualenvs and local state (var/)
-	rm -rf $(VENV) var .pytest_cache .ruff_cache
+	rm -rf $(VENV) var .pytest_cache .ruff_cache .import_linter_cache
 
 # ---- the compose topology as local processes (scripts/stack.sh; docs/deploy.md) ----------
 .PHONY: stack stack-down stack-retrain stack-status

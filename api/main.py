@@ -42,8 +42,8 @@ from db.products import list_categories
 from db.seed import ensure_first_admin
 from db.session import is_unreachable, make_engine, make_session_factory, session_scope
 from store.blob import open_blob_store
-from store.cache import ModelCache
-from store.models import open_model_store
+from store.model_cache import ModelCache
+from store.model_store import open_model_store
 
 logger = logging.getLogger(__name__)
 REQUEST_ID = re.compile(REQUEST_ID_PATTERN)

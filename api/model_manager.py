@@ -27,8 +27,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from store.cache import CachedBundle, ModelCache, NoProductionModelError
-from store.models import ChecksumMismatchError
+from store.model_cache import CachedBundle, ModelCache, NoProductionModelError
+from store.model_store import ChecksumMismatchError
 
 if TYPE_CHECKING:
     from models.runtime import ModelRuntime
@@ -37,10 +37,11 @@ logger = logging.getLogger(__name__)
 
 
 def load_runtime(path: Path) -> ModelRuntime:
-    """Load a bundle's serving runtime, as promotion verifies it (imported here, not at module import)."""
-    from models.runtime import load_serving_runtime
+    """Load a bundle's serving runtime, exactly as promotion verifies it."""
+    # Imported here: ONNX Runtime costs a second at import, and the tests replace this loader.
+    from models.runtime import ModelRuntime
 
-    return load_serving_runtime(path)
+    return ModelRuntime.from_bundle(path)
 
 
 class NoModelError(RuntimeError):
@@ -104,10 +105,6 @@ class ModelManager:
         if loaded is None:
             raise NoModelError("No model is loaded yet")
         return loaded
-
-    @property
-    def loaded(self) -> LoadedModel | None:
-        return self._current
 
     def reload(self, version: str | None = None, *, retry_refused: bool = True) -> ReloadResult:
         """Load `version` (default: the store's production version) if it is not current.

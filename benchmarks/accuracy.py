@@ -44,10 +44,13 @@ def text_only(data_dir: Path, seed: int, **overrides: Any) -> dict[str, Any]:
 
     from models.calibration import calibrate
     from models.data import load_challenge_folder
-    from models.evaluate import evaluate_arrays
-    from models.train import LABELS, Hyperparameters, Predictor, prepare_data, train_text_model
+    from models.training.evaluate import evaluate_arrays
+    from models.training.fit import Predictor
+    from models.training.hyperparameters import LABELS, Hyperparameters
+    from models.training.prepare import prepare_data
+    from models.training.train import train_text_model
 
-    hp = replace(Hyperparameters(), **overrides)
+    hp = replace(Hyperparameters(), **overrides).check()
     keras.utils.set_random_seed(seed)
     p = prepare_data(
         [load_challenge_folder(data_dir)], seed=seed, image_size=hp.image_size, decode_images=False
@@ -71,31 +74,29 @@ NGRAMS_ONLY = {"word_vectors": "", "title_tokens": 0, "text_balanced": False}
 def concat_fusion(data_dir: Path, bundle: Path, seed: int) -> dict[str, Any]:
     """The original design's fusion (features concatenated under a new head) on the bundle's models."""
     from models.bundle import load_bundle
-    from models.calibration import calibrate
     from models.data import load_challenge_folder
-    from models.evaluate import evaluate_arrays
-    from models.train import (
-        LABELS,
-        Hyperparameters,
-        Predictor,
-        _pairs,
-        fusion_probabilities,
-        prepare_data,
+    from models.training.fit import Predictor
+    from models.training.hyperparameters import Hyperparameters
+    from models.training.keras_parity import load_keras_models
+    from models.training.prepare import prepare_data
+    from models.training.train import (
+        TrainedModels,
+        calibrate_models,
+        evaluate_models,
         train_fusion_model,
     )
 
-    loaded = load_bundle(bundle, load_models=True)
-    hp = replace(Hyperparameters(), fusion_arch="concat")
-    p = prepare_data([load_challenge_folder(data_dir)], seed=seed, image_size=loaded.image_size)
-    predictor = Predictor(p, loaded.models["text"], loaded.models["image"])
-    fusion, _ = train_fusion_model(p, hp, predictor, seed)
-    cal = _pairs(p, "calibration", hp, seed + 2)
-    entry = calibrate(
-        fusion_probabilities(fusion, p, *cal), p.y[cal[0]], alpha=hp.alpha, delta=hp.conformal_delta
+    image_size = load_bundle(bundle).image_size
+    keras_models = load_keras_models(bundle)
+    hp = replace(Hyperparameters(), fusion_arch="concat", image_size=image_size).check()
+    p = prepare_data([load_challenge_folder(data_dir)], seed=seed, image_size=image_size)
+    predictor = Predictor(p, keras_models["text"], keras_models["image"])
+    fusion, history = train_fusion_model(p, hp, predictor, seed)
+    models = TrainedModels(
+        predictor.text_model, predictor.image_model, fusion, {"fusion": history}, predictor
     )
-    test = p.rows("test", p.both)
-    figures, _ = evaluate_arrays(fusion_probabilities(fusion, p, test, test), p.y[test], entry, LABELS)
-    return figures
+    calibration = calibrate_models(p, hp, models, seed)
+    return evaluate_models(p, models, calibration).metrics["fusion"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     from models.data import load_challenge_folder
-    from models.train import quiet_exporters, train
+    from models.training.train import quiet_exporters, train
 
     quiet_exporters()
     workdir = Path(tempfile.mkdtemp(prefix="accuracy-bench-"))

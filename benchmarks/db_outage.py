@@ -227,7 +227,7 @@ def run(bundle: Path, *, outage: float = 10.0, clients: int = 4, work_dir: Path 
     from db import migrate
     from db.session import make_engine, make_session_factory
     from pipelines.registry_ops import promote_version
-    from store.models import open_model_store
+    from store.model_store import open_model_store
 
     work = Path(work_dir or tempfile.mkdtemp(prefix="rakuten-outage-"))
     store = work / "model-store"
@@ -329,9 +329,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     bundle = args.bundle
     if bundle is None:
+        from catalog.synthetic import generate_catalogue
         from models.data import load_challenge_folder
-        from models.synthetic import generate_catalogue
-        from models.train import train
+        from models.training.train import train
 
         tmp = Path(tempfile.mkdtemp(prefix="rakuten-outage-bundle-"))
         catalogue = generate_catalogue(tmp / "catalogue", n_products=900, seed=0)

@@ -20,7 +20,7 @@ def build(bundle: str) -> FastAPI:
 
     import keras
 
-    import models.builders  # noqa: F401  (registers the custom layers for load_model)
+    import models.training.builders  # noqa: F401  (registers the custom layers for load_model)
     from models.preprocessing import combine_text, load_image
 
     meta = json.loads((Path(bundle) / "metadata.json").read_text())

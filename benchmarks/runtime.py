@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     texts, images = _inputs(args.data, args.calls)
     before = rss_mb(os.getpid())
     started = time.perf_counter()
-    runtime = ModelRuntime.from_bundle(args.bundle, engine="onnx")
+    runtime = ModelRuntime.from_bundle(args.bundle)
     print(f"bundle {runtime.version}: loaded and self-checked in {time.perf_counter() - started:.2f} s")
     calls = {
         "text": lambda i: runtime.predict_text(texts[i % len(texts)]),

@@ -112,9 +112,9 @@ def run_load(send: Callable[[httpx.Client], httpx.Response], n: int, concurrency
 
 
 def make_bundle(workdir: Path) -> Path:
+    from catalog.synthetic import generate_catalogue
     from models.data import load_challenge_folder
-    from models.synthetic import generate_catalogue
-    from models.train import train
+    from models.training.train import train
 
     catalogue = generate_catalogue(workdir / "catalogue", n_products=1500, seed=0)
     return train([load_challenge_folder(catalogue)], workdir / "bundle", seed=0, quick=True)
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
 
     workdir = Path(tempfile.mkdtemp(prefix="serve-bench-"))
     bundle = args.bundle or make_bundle(workdir)
-    from store.models import open_model_store
+    from store.model_store import open_model_store
 
     store = open_model_store(workdir / "store")
     # The benchmark's own scratch store: its API process loads the bundle and fails loudly if it cannot.

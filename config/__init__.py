@@ -202,10 +202,6 @@ class Settings(BaseSettings):
             raise ValueError(f"not a rate limit such as '120/minute': {value!r}") from exc
         return value
 
-    @property
-    def is_sqlite(self) -> bool:
-        return self.DATABASE_URL.startswith("sqlite")
-
 
 @lru_cache
 def get_settings() -> Settings:

@@ -1,23 +1,23 @@
 """A model bundle on disk: what it holds, how to read it, and how to tell it is complete.
 
-Layout (written by `models.train`, immutable once written):
+Layout (written by `models.training.train`, immutable once written):
 
     text.keras, image.keras, fusion.keras   the Keras models (raw inputs: `text`, `image`)
     metadata.json                           version, labels, categories, inputs, image size,
                                             data fingerprint, hyperparameters, code revision, counts
-    metrics.json                            test-split figures, `models.evaluate` schema
+    metrics.json                            test-split figures, `models.training.evaluate` schema
     calibration.json                        conformal thresholds per model kind
     report.md, confusion_matrix.png, training_curves.png
-    serving/                                ONNX exports + NumPy vectorisers (`models.export`)
+    serving/                                ONNX exports + NumPy vectorisers (`models.training.export`)
 
-Reading metadata needs no TensorFlow; only `load_bundle(..., load_models=True)` imports Keras.
+Reading a bundle needs no TensorFlow; `models.training.keras_parity` loads the `.keras` models.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -28,9 +28,12 @@ CALIBRATION_FILE = "calibration.json"
 REPORT_FILE = "report.md"
 CONFUSION_FILE = "confusion_matrix.png"
 CURVES_FILE = "training_curves.png"
-SERVING_SPEC_PATH = "serving/serving.json"
-MODEL_FILES: dict[str, str] = {"text": "text.keras", "image": "image.keras", "fusion": "fusion.keras"}
-KINDS: tuple[str, ...] = tuple(MODEL_FILES)
+SERVING_DIR = "serving"
+SERVING_SPEC = "serving.json"
+SERVING_SPEC_PATH = f"{SERVING_DIR}/{SERVING_SPEC}"
+# The three model kinds, in this order everywhere: text only, image only, both.
+KINDS: tuple[str, ...] = ("text", "image", "fusion")
+MODEL_FILES: dict[str, str] = {kind: f"{kind}.keras" for kind in KINDS}
 REQUIRED_FILES: tuple[str, ...] = (
     *MODEL_FILES.values(),
     METADATA_FILE,
@@ -148,13 +151,12 @@ def validate_bundle(bundle_dir: str | Path, *, require_serving: bool | None = No
 
 @dataclass
 class Bundle:
-    """A validated bundle: its files' contents, and the Keras models when asked for."""
+    """A validated bundle: the contents of its JSON files."""
 
     path: Path
     metadata: dict[str, Any]
     metrics: dict[str, Any]
     calibration: dict[str, Any]
-    models: dict[str, Any] = field(default_factory=dict)
 
     @property
     def version(self) -> str:
@@ -169,38 +171,24 @@ class Bundle:
         return int(self.metadata["image_size"])
 
 
-def load_bundle(
-    bundle_dir: str | Path, *, load_models: bool = False, require_serving: bool | None = None
-) -> Bundle:
+def load_bundle(bundle_dir: str | Path, *, require_serving: bool | None = None) -> Bundle:
     """Validate and read a bundle.
 
     Args:
         bundle_dir: The bundle directory.
-        load_models: Also load the three Keras models (imports TensorFlow).
         require_serving: Require the ONNX serving exports (see `validate_bundle`).
 
     Returns:
         The `Bundle`.
 
     Raises:
-        BundleError: When the bundle is incomplete or a model does not load.
+        BundleError: When the bundle is incomplete.
     """
     root = Path(bundle_dir)
     metadata = validate_bundle(root, require_serving=require_serving)
-    bundle = Bundle(
+    return Bundle(
         path=root,
         metadata=metadata,
         metrics=read_json(root / METRICS_FILE),
         calibration=read_json(root / CALIBRATION_FILE),
     )
-    if load_models:
-        import keras
-
-        import models.builders  # noqa: F401 - registers the custom layers before loading
-
-        for kind, name in MODEL_FILES.items():
-            try:
-                bundle.models[kind] = keras.models.load_model(root / name)
-            except Exception as exc:  # corrupt archives raise anything from zipfile to h5py
-                raise BundleError(f"{root / name} does not load: {exc}") from exc
-    return bundle

@@ -1,8 +1,8 @@
 """The dataset object every data source yields, and the challenge-layout reader.
 
 Three sources give the same `Dataset`: a folder in the Rakuten challenge layout
-(`load_challenge_folder`), the products table of the database (`models.sources`), and the
-synthetic catalogue (`models.synthetic`, which writes a challenge-layout folder).
+(`load_challenge_folder`), the products table of the database (`catalog.products`), and the
+synthetic catalogue (`catalog.synthetic`, which writes a challenge-layout folder).
 """
 
 from __future__ import annotations

@@ -17,8 +17,9 @@ import warnings
 import numpy as np
 from PIL import Image, ImageMode, ImageOps
 
-# Default side of the square images the image models are trained on.
-IMAGE_SIZE = 96
+# Default side of the square images the image models are trained on (`Hyperparameters.image_size`;
+# `--quick` uses 48). A bundle's own size is in its metadata.json, and serving resizes to that.
+IMAGE_SIZE = 64
 
 _TAG = re.compile(r"<[^>]{0,2000}>")
 _WS = re.compile(r"\s+")

@@ -1,39 +1,40 @@
-"""The serving fast path: `ModelRuntime.from_bundle(path)`, what the API predicts with.
+"""The serving runtime: `ModelRuntime.from_bundle(path)`, what the API predicts with.
 
 The bundle is validated first (`models.bundle.validate_bundle`: a `BundleError` says what is
-missing), then one of two engines runs the models:
-
-- ``onnx`` (the default whenever the bundle has its `serving/` exports, which `models.train`
-  writes for every shipped architecture): the engine of `models.serving`, ONNX Runtime plus
-  NumPy text vectorisers read from the trained layers. No TensorFlow in the process: about
-  170 MB resident, a few milliseconds per call.
-- ``keras``: the `.keras` models behind `tf.function`s with fixed input signatures (traced
-  once, at load), for bundles trained with `export=False`. 2-5 ms per call too, but about
-  750 MB resident (TensorFlow): not for the API worker.
+missing), then its `serving/` exports (written by `models.training.export` for every shipped
+architecture) run under ONNX Runtime, with the text vectorised by NumPy replicas of the trained
+layers. No TensorFlow in the process: about 170 MB resident, a few milliseconds per call.
 
 Inputs are what training saw: text through `models.preprocessing.combine_text` (the caller
-does it), images resized with `models.preprocessing.resize_image` to the bundle's image size
-before the call. Every model is warmed up and checked on dummy input before `from_bundle`
-returns. Safe to call from many threads at once: ONNX Runtime sessions and concrete
-TensorFlow functions are thread-safe, and the vectorisers are pure functions.
+does it); images of any size, resized here, once, with `models.preprocessing.resize_image` to
+the bundle's image size. Every model is warmed up and checked on dummy input before
+`from_bundle` returns. Safe to call from many threads at once: ONNX Runtime sessions are
+thread-safe and the vectorisers are pure functions.
+
+`models.training.keras_parity` builds the same class over the `.keras` models (TensorFlow), to
+check that the exports answer as the trained models do.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
-from models.bundle import KINDS, SERVING_SPEC_PATH, BundleError, load_bundle
+from models.bundle import KINDS, SERVING_DIR, SERVING_SPEC_PATH, BundleError, load_bundle
 from models.calibration import suggestion_set as conformal_set
 from models.preprocessing import resize_image
+from models.text_vectorizer import NumpyTextVectorizer
 
 logger = logging.getLogger(__name__)
 
-Engine = Literal["auto", "onnx", "keras"]
+# (kind, cleaned text, image already resized to the bundle's size) -> probabilities over labels.
+Predict = Callable[[str, str, np.ndarray | None], np.ndarray]
 _SELF_CHECK_TEXT = "bâche piscine hors sol"
 
 
@@ -47,7 +48,7 @@ class ModelRuntime:
         labels: The prdtypecodes in output order.
         calibration: The conformal entries per model kind (calibration.json).
         image_size: The side images are resized to before the image models.
-        engine: "onnx" or "keras".
+        engine: "onnx" (what serves), or "keras" (`models.training.keras_parity`).
     """
 
     def __init__(
@@ -55,8 +56,9 @@ class ModelRuntime:
         path: Path,
         metadata: dict[str, Any],
         calibration: dict[str, Any],
-        predict: Callable[[str, str | None, np.ndarray | None], np.ndarray],
-        engine: str,
+        predict: Predict,
+        *,
+        engine: str = "onnx",
     ) -> None:
         self.path = path
         self.metadata = metadata
@@ -68,12 +70,14 @@ class ModelRuntime:
         self._predict = predict
 
     @classmethod
-    def from_bundle(cls, path: str | Path, *, engine: Engine = "auto", threads: int = 1) -> ModelRuntime:
-        """Validate, load and warm up the bundle at `path`.
+    def from_bundle(cls, path: str | Path, *, threads: int = 1) -> ModelRuntime:
+        """Validate, load and warm up the bundle at `path` on ONNX Runtime.
+
+        The API loads every version with this, and promotion verifies every version with it, so
+        a version that passes promotion is one the API can load.
 
         Args:
-            path: A complete bundle directory.
-            engine: "onnx", "keras", or "auto" (ONNX when the bundle has serving exports).
+            path: A complete bundle directory, with its serving exports.
             threads: ONNX Runtime intra-op threads per call (1: parallelism comes from
                 concurrent requests, not from inside one).
 
@@ -81,34 +85,43 @@ class ModelRuntime:
             A warmed-up, self-checked runtime.
 
         Raises:
-            BundleError: The bundle is incomplete, inconsistent, or its models do not run.
+            BundleError: The bundle is incomplete, has no serving exports, or its models do not run.
         """
         path = Path(path)
-        bundle = load_bundle(path)
-        if engine == "auto":
-            engine = "onnx" if (path / SERVING_SPEC_PATH).is_file() else "keras"
-        if engine == "onnx":
-            predict = _onnx_engine(path, threads)
-        elif engine == "keras":
-            predict = _keras_engine(path, bundle.image_size)
-        else:
-            raise ValueError(f"unknown engine {engine!r}; use 'auto', 'onnx' or 'keras'")
-        runtime = cls(path, bundle.metadata, bundle.calibration, predict, engine)
+        # Serving exports required: a bundle without them would pull TensorFlow into the API.
+        bundle = load_bundle(path, require_serving=True)
+        runtime = cls(path, bundle.metadata, bundle.calibration, _onnx_predict(path, threads))
         runtime.self_check()  # also the warm-up call of every model
-        logger.info("loaded bundle %s (%s engine) from %s", runtime.version, engine, path)
+        logger.info("loaded bundle %s from %s", runtime.version, path)
         return runtime
+
+    def predict(self, kind: str, text: str = "", image: np.ndarray | None = None) -> np.ndarray:
+        """Probabilities over `labels` from the model `kind` ("text", "image" or "fusion").
+
+        Args:
+            kind: The model to run.
+            text: A text already through `combine_text` (text and fusion).
+            image: An RGB uint8 image (H x W x 3) of any size (image and fusion).
+
+        Returns:
+            float32 probabilities, one per label.
+        """
+        if kind not in KINDS:
+            raise ValueError(f"unknown model kind {kind!r}; use one of {KINDS}")
+        resized = None if kind == "text" else resize_image(image, self.image_size)
+        return self._predict(kind, "" if kind == "image" else text or "", resized)
 
     def predict_text(self, text: str) -> np.ndarray:
         """Probabilities over `labels` for a text already through `combine_text`."""
-        return self._predict("text", text, None)
+        return self.predict("text", text)
 
     def predict_image(self, image: np.ndarray) -> np.ndarray:
         """Probabilities over `labels` for an RGB uint8 image (H x W x 3) of any size."""
-        return self._predict("image", None, resize_image(image, self.image_size))
+        return self.predict("image", image=image)
 
     def predict_fusion(self, text: str, image: np.ndarray) -> np.ndarray:
         """Probabilities over `labels` for a product with both a text and an image."""
-        return self._predict("fusion", text, resize_image(image, self.image_size))
+        return self.predict("fusion", text, image)
 
     def suggestion_set(self, kind: str, probs: np.ndarray) -> np.ndarray:
         """Label indices of the calibrated suggestion set (95% by default), most probable first.
@@ -128,11 +141,7 @@ class ModelRuntime:
         """Predict on dummy inputs; raise BundleError unless each answer is a probability vector."""
         image = np.full((self.image_size + 7, max(self.image_size - 5, 1), 3), 127, dtype=np.uint8)
         try:
-            answers = {
-                "text": self.predict_text(_SELF_CHECK_TEXT),
-                "image": self.predict_image(image),
-                "fusion": self.predict_fusion(_SELF_CHECK_TEXT, image),
-            }
+            answers = {kind: self.predict(kind, _SELF_CHECK_TEXT, image) for kind in KINDS}
         except Exception as exc:  # a model that does not run, whatever the engine says
             raise BundleError(f"{self.path}: the models do not run: {exc}") from exc
         for kind, probs in answers.items():
@@ -146,69 +155,69 @@ class ModelRuntime:
                 raise BundleError(f"{self.path}: empty suggestion set for the {kind} model")
 
 
-def load_serving_runtime(path: str | Path) -> ModelRuntime:
-    """The runtime the API serves `path` with: ONNX engine, validated, warmed up and self-checked.
+@dataclass
+class OnnxModel:
+    """One exported model: its session and, per ONNX input, its source and text vectoriser."""
 
-    The API loads every version with this, and promotion verifies every version with it, so a
-    version that passes promotion is one the API can load.
-
-    Args:
-        path: A complete bundle directory.
-
-    Returns:
-        The checked runtime.
-
-    Raises:
-        BundleError: The bundle is incomplete, has no serving exports, or its models do not run.
-    """
-    # ONNX only: a bundle without serving exports would pull TensorFlow into the API worker.
-    return ModelRuntime.from_bundle(path, engine="onnx")  # self-checks before returning
+    session: Any
+    inputs: list[tuple[str, str, NumpyTextVectorizer | None]]  # (onnx name, source, vectorizer)
 
 
-def _onnx_engine(path: Path, threads: int) -> Callable[[str, str | None, np.ndarray | None], np.ndarray]:
-    """The ONNX Runtime engine of `models.serving` (images already resized by the caller)."""
-    from models import serving
+def load_onnx_models(path: Path, threads: int = 1) -> dict[str, OnnxModel]:
+    """The ONNX sessions and vectorisers of the bundle at `path` (BundleError when they do not load)."""
+    import onnxruntime as ort
 
     try:
-        # No check there: `ModelRuntime.from_bundle` runs its own self-check (and warm-up) once.
-        engine = serving.ModelRuntime.from_bundle(path, threads=threads, check=False)
-    except serving.BundleLoadError as exc:
-        raise BundleError(str(exc)) from exc
-    except Exception as exc:  # corrupt exports surface as ONNX Runtime errors
+        spec = json.loads((path / SERVING_SPEC_PATH).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise BundleError(f"{path}: unreadable {SERVING_SPEC_PATH}: {exc}") from exc
+    options = ort.SessionOptions()
+    # One request per call: parallelism comes from concurrent requests, not inside one.
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    # The fusion model names the text model's vectoriser files (`models.training.export` writes
+    # each vocabulary once): each file is loaded once.
+    vectorizers: dict[Path, NumpyTextVectorizer] = {}
+
+    def vectorizer(file: Path) -> NumpyTextVectorizer:
+        if file not in vectorizers:
+            vectorizers[file] = NumpyTextVectorizer.load(file)
+        return vectorizers[file]
+
+    models: dict[str, OnnxModel] = {}
+    try:
+        for kind, entry in spec["models"].items():
+            session = ort.InferenceSession(
+                str(path / SERVING_DIR / entry["file"]),
+                sess_options=options,
+                providers=["CPUExecutionProvider"],
+            )
+            inputs = [
+                (
+                    item["name"],
+                    item["source"],
+                    vectorizer(path / SERVING_DIR / item["vectorizer"]) if item["source"] == "text" else None,
+                )
+                for item in entry["inputs"]
+            ]
+            models[kind] = OnnxModel(session, inputs)
+    except Exception as exc:  # corrupt ONNX files, missing vectorisers
         raise BundleError(f"{path}: cannot load the serving models: {exc}") from exc
-
-    def predict(kind: str, text: str | None, image: np.ndarray | None) -> np.ndarray:
-        # Images arrive resized to the bundle's size: resizing them again is the identity.
-        if kind == "text":
-            return engine.predict_text(text or "")
-        if kind == "image":
-            return engine.predict_image(image)
-        return engine.predict_fusion(text or "", image)
-
-    return predict
+    missing = set(KINDS) - set(models)
+    if missing:
+        raise BundleError(f"{path}: serving models missing: {sorted(missing)}")
+    return models
 
 
-def _keras_engine(path: Path, image_size: int) -> Callable[[str, str | None, np.ndarray | None], np.ndarray]:
-    """The `.keras` models behind concrete `tf.function`s, traced once here."""
-    import tensorflow as tf
+def _onnx_predict(path: Path, threads: int) -> Predict:
+    models = load_onnx_models(path, threads)
 
-    models = load_bundle(path, load_models=True, require_serving=False).models
-    text_spec = tf.TensorSpec([None], tf.string)
-    image_spec = tf.TensorSpec([None, image_size, image_size, 3], tf.uint8)
-    functions = {
-        "text": tf.function(lambda t: models["text"](t, training=False)).get_concrete_function(text_spec),
-        "image": tf.function(lambda i: models["image"](i, training=False)).get_concrete_function(image_spec),
-        "fusion": tf.function(
-            lambda t, i: models["fusion"]({"text": t, "image": i}, training=False)
-        ).get_concrete_function(text_spec, image_spec),
-    }
-
-    def predict(kind: str, text: str | None, image: np.ndarray | None) -> np.ndarray:
-        args: list[Any] = []
-        if kind in ("text", "fusion"):
-            args.append(tf.constant([text or ""]))
-        if kind in ("image", "fusion"):
-            args.append(tf.constant(image[None]))
-        return functions[kind](*args).numpy()[0]
+    def predict(kind: str, text: str, image: np.ndarray | None) -> np.ndarray:
+        model = models[kind]
+        feeds = {
+            name: vectorizer.transform([text]) if vectorizer is not None else image[None]
+            for name, _source, vectorizer in model.inputs
+        }
+        return model.session.run(None, feeds)[0][0]
 
     return predict

@@ -75,7 +75,7 @@ class NumpyTextVectorizer:
     @classmethod
     def from_keras_layer(cls, layer: Any, segment: str | None = None) -> NumpyTextVectorizer:
         """Read the fitted tables of a Keras `TextVectorization` layer (`segment`: what part
-        of the text reaches it, see `models.export`)."""
+        of the text reaches it, see `models.training.export`)."""
         config = layer.get_config()
         if callable(config.get("standardize")) or callable(config.get("split")):
             raise ValueError("custom standardize/split callables cannot be replicated")

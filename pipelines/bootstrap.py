@@ -20,7 +20,7 @@ from db.tables import Product
 from pipelines.registry_ops import promote_version, publish_bundle
 from pipelines.snapshot import is_evaluation
 from store.blob import open_blob_store
-from store.models import open_model_store
+from store.model_store import open_model_store
 
 logger = logging.getLogger("bootstrap")
 
@@ -32,10 +32,10 @@ def bootstrap(settings: Settings, *, n_products: int = 1500, seed: int = 0) -> s
     if current is not None:
         logger.info("model store %s already serves %s: nothing to bootstrap", store.uri, current)
         return None
-    from models.importer import import_folder
-    from models.sources import load_products
-    from models.synthetic import generate_catalogue
-    from models.train import train
+    from catalog.importer import import_folder
+    from catalog.products import load_products
+    from catalog.synthetic import generate_catalogue
+    from models.training.train import train
 
     engine = make_engine(settings.DATABASE_URL)
     session_factory = make_session_factory(engine)
@@ -59,7 +59,7 @@ def bootstrap(settings: Settings, *, n_products: int = 1500, seed: int = 0) -> s
         report = import_folder(
             catalogue, session_factory=session_factory, image_store=image_store, source="synthetic"
         )
-        logger.info("      %s", report.summary() if hasattr(report, "summary") else report)
+        logger.info("      %s", report.summary())
     else:
         logger.info("      the products table already has %d products: kept as they are", existing)
     logger.info("      done in %.1f s", time.perf_counter() - started)

@@ -35,9 +35,10 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from db import monitoring
 from db.tables import MonitoringReport, PredictionLog, Product
 
 logger = logging.getLogger(__name__)
@@ -48,7 +49,6 @@ CONFIDENCE_BINS = 10
 TEXT_LENGTH_EDGES = (1, 50, 100, 200, 500, 1000, 2000)
 # Keys a bundle's metadata.json may record its training class counts under.
 CLASS_COUNT_KEYS = ("train_class_distribution", "class_counts", "label_counts")
-_IN_CHUNK = 500
 
 
 @dataclass(frozen=True)
@@ -368,20 +368,6 @@ def window_logs(*, session: Session, start: datetime, end: datetime) -> list[Log
     return [LogRow.from_log(log) for log in session.scalars(stmt.order_by(PredictionLog.id))]
 
 
-def confirmed_categories(*, session: Session, request_ids: Iterable[str]) -> dict[str, int]:
-    """Request id -> the category of the product a seller saved for it (quarantined rows excluded)."""
-    ids = sorted(set(request_ids))
-    found: dict[str, int] = {}
-    for start in range(0, len(ids), _IN_CHUNK):
-        chunk = ids[start : start + _IN_CHUNK]
-        stmt = select(Product.request_id, Product.prdtypecode).where(
-            Product.request_id.in_(chunk), Product.label_status != "quarantined"
-        )
-        for request_id, code in session.execute(stmt.order_by(Product.id)):
-            found[request_id] = int(code)
-    return found
-
-
 def products_reference(*, session: Session) -> Reference:
     """The training distributions from the usable rows of the products table."""
     from models.preprocessing import combine_text
@@ -448,28 +434,10 @@ def store_report(
     return row
 
 
-def list_reports(*, session: Session, offset: int = 0, limit: int = 20) -> tuple[int, list[MonitoringReport]]:
-    """Total and one page of monitoring reports, latest window first."""
-    total = session.scalar(select(func.count()).select_from(MonitoringReport)) or 0
-    rows = session.scalars(
-        select(MonitoringReport)
-        .order_by(MonitoringReport.window_end.desc(), MonitoringReport.id.desc())
-        .offset(offset)
-        .limit(limit)
-    )
-    return total, list(rows)
-
-
-def latest_report(*, session: Session) -> MonitoringReport | None:
-    """The report of the latest window, or None before the first one."""
-    _, rows = list_reports(session=session, offset=0, limit=1)
-    return rows[0] if rows else None
-
-
 def monitor_window(settings: Any, start: datetime, end: datetime) -> dict[str, Any]:
     """Build and store the report of [start, end); a small summary for the DAG (XCom)."""
     from db.session import make_engine, make_session_factory
-    from store.models import open_model_store
+    from store.model_store import open_model_store
 
     thresholds = Thresholds.from_settings(settings)
     engine = make_engine(settings.DATABASE_URL)
@@ -477,7 +445,10 @@ def monitor_window(settings: Any, start: datetime, end: datetime) -> dict[str, A
         with make_session_factory(engine)() as session:
             logs = window_logs(session=session, start=start, end=end)
             previous = window_logs(session=session, start=start - (end - start), end=start)
-            confirmed = confirmed_categories(session=session, request_ids=(log.request_id for log in logs))
+            confirmed = {
+                c.request_id: c.confirmed
+                for c in monitoring.confirmed_predictions(session=session, since=start, until=end)
+            }
             reference = products_reference(session=session)
             production = None
             try:

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db import model_versions
 from db.session import session_scope
-from store.models import Manifest, ModelStore, Promotion, UnservableVersionError
+from store.model_store import Manifest, ModelStore, Promotion, UnservableVersionError
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def verify_servable(
 
     Downloads every file to a scratch directory, checked against MANIFEST.json (a changed or
     missing file fails), then loads the copy with the serving runtime the API uses
-    (`models.runtime.load_serving_runtime`: bundle validation, ONNX load, self-check).
+    (`models.runtime.ModelRuntime.from_bundle`: bundle validation, ONNX load, self-check).
 
     Args:
         store: the model store.
@@ -90,9 +90,9 @@ def verify_servable(
     """
     if loader is None:
         # Imported here: loading pulls ONNX Runtime, which most registry operations never need.
-        from models.runtime import load_serving_runtime
+        from models.runtime import ModelRuntime
 
-        loader = load_serving_runtime
+        loader = ModelRuntime.from_bundle
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix=f"verify-{version}-") as scratch:
         path = store.download(version, scratch)
@@ -116,9 +116,14 @@ def publish_bundle(
 ) -> str:
     """Publish a bundle (immutable) and record it as a candidate; returns its version."""
     version = store.publish(bundle_dir, exist_ok=exist_ok)
+    record_published(store, session_factory, version)
+    return version
+
+
+def record_published(store: ModelStore, session_factory: sessionmaker[Session], version: str) -> None:
+    """Record a version already in the store as a candidate (nothing when it is recorded)."""
     with _recording(session_factory, "publish") as session:
         ensure_recorded(session, store, version)
-    return version
 
 
 def promote_version(

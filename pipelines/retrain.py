@@ -8,22 +8,25 @@ stores. Each step is idempotent for a given data interval, so a retried task or 
 same interval redoes nothing that is already done:
 
     {DATA_STORE_URI}/snapshots/{interval}/...               the training set (pipelines.snapshot)
-    {DATA_STORE_URI}/runs/{interval}/candidate/...          the trained bundle; BUNDLE.json last
+    {MODEL_STORE_URI}/versions/{version}/...                the candidate, published once, unpromoted
+    {DATA_STORE_URI}/runs/{interval}/candidate.json         its version (written after the publication)
     {DATA_STORE_URI}/runs/{interval}/evaluation.json        both models on the same held-out set
     {DATA_STORE_URI}/runs/{interval}/gate.json              the gate's decision and figures
 
-A candidate the gate refuses is still published to the model store (versions are immutable,
-so this costs nothing but space) and recorded as `rejected` with the gate's figures: the
-model versions table then explains every week, and an admin can still promote it by hand.
+The training step publishes the candidate to the model store, unpromoted (versions are
+immutable, so a refused one costs nothing but space), and every later step names it by its
+version: evaluation downloads it from the store, checked against its MANIFEST.json, and the
+publish step only moves the production pointer (`pipelines.registry_ops.promote_version`) or
+records it as `rejected` with the gate's figures. The model versions table then explains every
+week, and an admin can still promote a refused candidate by hand.
 
-`python -m pipelines.retrain train --snapshot URI --out URI` is the training container's
-command when TRAIN_MODE=docker (the same code as in-process training).
+`python -m pipelines.retrain train --snapshot URI --model-store URI --out RUN_URI` is the
+training container's command when TRAIN_MODE=docker (the same code as in-process training).
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import os
@@ -40,7 +43,7 @@ from store.blob import BlobNotFoundError, BlobStore, open_blob_store
 logger = logging.getLogger(__name__)
 
 RUNS_PREFIX = "runs"
-BUNDLE_MARKER = "BUNDLE.json"
+CANDIDATE_RECORD = "candidate.json"
 # boto3's own variables, handed to the training container so it reaches the same S3 as the
 # pipeline. They configure the AWS SDK, not the project, so they are not Settings fields.
 AWS_VARIABLES = (
@@ -71,56 +74,50 @@ def run_uri(settings: Settings, snapshot: dict[str, Any]) -> str:
 
 
 def _run_folder(uri: str) -> tuple[BlobStore, str]:
-    """The store and URI of the run folder that holds `uri` (a bundle or a run file)."""
+    """The store and URI of the run folder that holds the run file `uri`."""
     parent = uri.rstrip("/").rpartition("/")[0]
     return open_blob_store(parent), parent
 
 
-# -- bundles in the data store ----------------------------------------------------------------
+# -- the candidate: published once, unpromoted, then named by its version ----------------------
 
 
-def upload_bundle(bundle_dir: Path, uri: str) -> dict[str, Any]:
-    """Copy a bundle directory under `uri`, then write BUNDLE.json (the commit point) last."""
-    store = open_blob_store(uri)
-    metadata = json.loads((bundle_dir / "metadata.json").read_text(encoding="utf-8"))
-    files = {}
-    for path in sorted(p for p in bundle_dir.rglob("*") if p.is_file()):
-        relative = path.relative_to(bundle_dir).as_posix()
-        store.put_file(relative, path)
-        files[relative] = hashlib.sha256(path.read_bytes()).hexdigest()
-    marker = {"version": metadata["version"], "files": files}
-    store.put(BUNDLE_MARKER, json.dumps(marker, indent=2).encode("utf-8"))
-    logger.info("uploaded bundle %s (%d files) to %s", marker["version"], len(files), uri)
-    return marker
-
-
-def bundle_marker(uri: str) -> dict[str, Any] | None:
-    """BUNDLE.json of a complete uploaded bundle, or None."""
+def candidate_record(run: str) -> dict[str, Any] | None:
+    """The candidate this run already published ({"version", "location"}), or None."""
     try:
-        return json.loads(open_blob_store(uri).get(BUNDLE_MARKER))
+        return json.loads(open_blob_store(run).get(CANDIDATE_RECORD))
     except BlobNotFoundError:
         return None
 
 
-def download_bundle(uri: str, dest: Path) -> Path:
-    """Download a complete uploaded bundle into `dest` (created), checking every file."""
-    marker = bundle_marker(uri)
-    if marker is None:
-        raise TrainingFailedError(f"no complete bundle at {uri} (no {BUNDLE_MARKER})")
-    store = open_blob_store(uri)
-    for relative, digest in marker["files"].items():
-        target = dest / relative
-        store.get_file(relative, target)
-        if hashlib.sha256(target.read_bytes()).hexdigest() != digest:
-            raise ValueError(f"bundle {uri}: {relative} does not match {BUNDLE_MARKER}")
-    return dest
+def publish_candidate(bundle_dir: Path, model_store_uri: str, run: str) -> dict[str, Any]:
+    """Publish a trained bundle to the model store, unpromoted, then record it in the run folder.
+
+    The model store's manifest (MANIFEST.json, written last) is the bundle's only integrity
+    record; the run's candidate.json, written after it, only names the version, so a retried
+    step finds the candidate without training again.
+    """
+    from store.model_store import open_model_store
+
+    model_store = open_model_store(model_store_uri)
+    version = model_store.publish(bundle_dir, exist_ok=True)
+    record = {"version": version, "location": model_store.location(version)}
+    open_blob_store(run).put(CANDIDATE_RECORD, json.dumps(record, indent=2).encode("utf-8"))
+    logger.info("published candidate %s to %s (not promoted)", version, record["location"])
+    return record
 
 
 def train_to_store(
-    snapshot_uri: str, out_uri: str, *, epochs: int | None = None, quick: bool = False, seed: int = 0
+    snapshot_uri: str,
+    model_store_uri: str,
+    run: str,
+    *,
+    epochs: int | None = None,
+    quick: bool = False,
+    seed: int = 0,
 ) -> dict[str, Any]:
-    """Train on the snapshot's train split and upload the bundle to `out_uri`: the training step."""
-    from models.train import train
+    """Train on the snapshot's train split and publish the candidate: the training step."""
+    from models.training.train import train
     from pipelines.snapshot import load_snapshot
 
     dataset = load_snapshot(snapshot_uri, split="train")
@@ -129,7 +126,7 @@ def train_to_store(
     )
     with tempfile.TemporaryDirectory(prefix="candidate-") as tmp:
         bundle = train([dataset], Path(tmp) / "bundle", epochs=epochs, seed=seed, quick=quick)
-        return upload_bundle(Path(bundle), out_uri)
+        return publish_candidate(Path(bundle), model_store_uri, run)
 
 
 # -- the steps ----------------------------------------------------------------------------------
@@ -172,26 +169,32 @@ def snapshot_step(settings: Settings, start: datetime, end: datetime) -> dict[st
 
 
 def train_step(settings: Settings, snapshot: dict[str, Any], *, docker_client: Any = None) -> dict[str, Any]:
-    """Train a candidate on the snapshot (in process or in the training image); where it is."""
-    out_uri = f"{run_uri(settings, snapshot)}/candidate"
-    marker = bundle_marker(out_uri)
-    if marker is not None:
-        logger.info("candidate %s already trained for this interval: reused", marker["version"])
+    """Train a candidate on the snapshot (in process or in the training image) and publish it,
+    unpromoted; its version and location in the model store."""
+    run = run_uri(settings, snapshot)
+    record = candidate_record(run)
+    if record is not None:
+        logger.info("candidate %s already trained for this interval: reused", record["version"])
     elif settings.TRAIN_MODE == "docker":
-        train_in_container(settings, snapshot["uri"], out_uri, client=docker_client)
-        marker = bundle_marker(out_uri)
-        if marker is None:
-            raise TrainingFailedError(f"the training container exited 0 but wrote no bundle to {out_uri}")
+        train_in_container(settings, snapshot["uri"], run, client=docker_client)
+        record = candidate_record(run)
+        if record is None:
+            raise TrainingFailedError(f"the training container exited 0 but published no candidate for {run}")
     else:
-        marker = train_to_store(
-            snapshot["uri"], out_uri, epochs=settings.TRAIN_EPOCHS, quick=settings.TRAIN_QUICK
+        record = train_to_store(
+            snapshot["uri"],
+            settings.MODEL_STORE_URI,
+            run,
+            epochs=settings.TRAIN_EPOCHS,
+            quick=settings.TRAIN_QUICK,
         )
-    return {"bundle_uri": out_uri, "version": marker["version"]}
+    return record
 
 
-def container_command(settings: Settings, snapshot_uri: str, out_uri: str) -> list[str]:
+def container_command(settings: Settings, snapshot_uri: str, run: str) -> list[str]:
     """Arguments after `python` in the training image (its entrypoint replaced by `python`)."""
-    command = ["-m", "pipelines.retrain", "train", "--snapshot", snapshot_uri, "--out", out_uri]
+    command = ["-m", "pipelines.retrain", "train", "--snapshot", snapshot_uri]
+    command += ["--model-store", settings.MODEL_STORE_URI, "--out", run]
     if settings.TRAIN_QUICK:
         command.append("--quick")
     if settings.TRAIN_EPOCHS is not None:
@@ -206,13 +209,13 @@ def container_environment() -> dict[str, str]:
     return env
 
 
-def train_in_container(settings: Settings, snapshot_uri: str, out_uri: str, *, client: Any = None) -> None:
+def train_in_container(settings: Settings, snapshot_uri: str, run: str, *, client: Any = None) -> None:
     """Run the training image (TRAIN_IMAGE) through the Docker API, streaming its log."""
     if client is None:
         import docker
 
         client = docker.from_env()
-    command = container_command(settings, snapshot_uri, out_uri)
+    command = container_command(settings, snapshot_uri, run)
     logger.info("starting %s: python %s", settings.TRAIN_IMAGE, " ".join(command))
     container = client.containers.run(
         settings.TRAIN_IMAGE,
@@ -236,9 +239,9 @@ def train_in_container(settings: Settings, snapshot_uri: str, out_uri: str, *, c
 
 def evaluate_step(settings: Settings, snapshot: dict[str, Any], candidate: dict[str, Any]) -> dict[str, Any]:
     """Evaluate the candidate and the production model on the snapshot's held-out split."""
-    from models.evaluate import evaluate_bundle
+    from models.training.evaluate import evaluate_bundle
     from pipelines.snapshot import load_snapshot
-    from store.models import open_model_store
+    from store.model_store import open_model_store
 
     dataset = load_snapshot(snapshot["uri"], split="eval")
     if len(dataset) == 0:
@@ -246,7 +249,8 @@ def evaluate_step(settings: Settings, snapshot: dict[str, Any], candidate: dict[
     model_store = open_model_store(settings.MODEL_STORE_URI)
     production_version = model_store.production()
     with tempfile.TemporaryDirectory(prefix="evaluate-") as tmp:
-        bundle = download_bundle(candidate["bundle_uri"], Path(tmp) / "candidate")
+        # Downloaded as the API would download it: every file checked against MANIFEST.json.
+        bundle = model_store.download(candidate["version"], Path(tmp) / "candidate")
         candidate_metrics = evaluate_bundle(bundle, dataset)
         production_metrics = None
         if production_version is not None:
@@ -260,9 +264,11 @@ def evaluate_step(settings: Settings, snapshot: dict[str, Any], candidate: dict[
             {"version": production_version, "metrics": production_metrics} if production_version else None
         ),
     }
-    store, run_uri = _run_folder(candidate["bundle_uri"])
-    store.put("evaluation.json", json.dumps(evaluation, indent=2, default=float).encode("utf-8"))
-    uri = f"{run_uri}/evaluation.json"
+    run = run_uri(settings, snapshot)
+    open_blob_store(run).put(
+        "evaluation.json", json.dumps(evaluation, indent=2, default=float).encode("utf-8")
+    )
+    uri = f"{run}/evaluation.json"
     summary = {
         side: {
             kind: round(float(m.get("weighted_f1") or 0.0), 4)
@@ -301,7 +307,7 @@ def gate_step(settings: Settings, evaluation: dict[str, Any]) -> dict[str, Any]:
         "eval_rows": evaluation["eval_rows"],
         "evaluation_uri": evaluation["evaluation_uri"],
         "snapshot_uri": full["snapshot_uri"],
-        "decided_at": datetime.now().astimezone().isoformat(timespec="seconds"),
+        "decided_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     store.put("gate.json", json.dumps(record, indent=2).encode("utf-8"))
     logger.info("gate: %s (%s)", "PROMOTE" if decision.promote else "REFUSE", decision.reason)
@@ -309,21 +315,21 @@ def gate_step(settings: Settings, evaluation: dict[str, Any]) -> dict[str, Any]:
 
 
 def publish_step(settings: Settings, candidate: dict[str, Any], gate: dict[str, Any]) -> dict[str, Any]:
-    """Publish the candidate; promote it if the gate said so, else record it as rejected.
+    """Decide the published candidate's fate: promote it if the gate said so, else record it as
+    rejected (it stays in the model store either way).
 
     Raises:
         ChecksumMismatchError, UnservableVersionError: the gate accepted the candidate but
             promotion's verification refused it (recorded as rejected; production unchanged).
     """
-    from pipelines.registry_ops import promote_version, publish_bundle, reject_version
-    from store.models import ChecksumMismatchError, UnservableVersionError, open_model_store
+    from pipelines.registry_ops import promote_version, record_published, reject_version
+    from store.model_store import ChecksumMismatchError, UnservableVersionError, open_model_store
 
     model_store = open_model_store(settings.MODEL_STORE_URI)
+    version = candidate["version"]
     engine, session_factory = _session_factory(settings)
     try:
-        with tempfile.TemporaryDirectory(prefix="publish-") as tmp:
-            bundle = download_bundle(candidate["bundle_uri"], Path(tmp) / "bundle")
-            version = publish_bundle(model_store, session_factory, bundle, exist_ok=True)
+        record_published(model_store, session_factory, version)
         production = model_store.production()
         promote = bool(gate["promote"])
         if version == production:
@@ -451,18 +457,23 @@ def main(argv: list[str] | None = None) -> int:
         "--end", type=datetime.fromisoformat, help="interval end (ISO 8601; default: last Monday 03:00 UTC)"
     )
     train_cmd = sub.add_parser(
-        "train", help="train on a snapshot and upload the bundle (the training container)"
+        "train", help="train on a snapshot and publish the candidate, unpromoted (the training container)"
     )
     train_cmd.add_argument("--snapshot", required=True, help="snapshot URI (pipelines.snapshot)")
-    train_cmd.add_argument("--out", required=True, help="where to upload the bundle (a folder or s3:// URI)")
+    train_cmd.add_argument(
+        "--model-store", required=True, help="the model store to publish to (MODEL_STORE_URI)"
+    )
+    train_cmd.add_argument("--out", required=True, help="the run folder that records the candidate's version")
     train_cmd.add_argument("--epochs", type=int, default=None)
     train_cmd.add_argument("--quick", action="store_true")
     train_cmd.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if args.command == "train":
-        marker = train_to_store(args.snapshot, args.out, epochs=args.epochs, quick=args.quick, seed=args.seed)
-        sys.stdout.write(json.dumps({"bundle_uri": args.out, "version": marker["version"]}) + "\n")
+        record = train_to_store(
+            args.snapshot, args.model_store, args.out, epochs=args.epochs, quick=args.quick, seed=args.seed
+        )
+        sys.stdout.write(json.dumps(record) + "\n")
         return 0
     from config import get_settings
 

@@ -178,10 +178,6 @@ class LocalBlobStore(BlobStore):
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
 
-    def local_path(self, key: str) -> Path:
-        """Where the object lives on disk (folder stores only)."""
-        return self._path(key)
-
 
 class S3BlobStore(BlobStore):
     """Objects in an S3 bucket under an optional prefix, through boto3."""

@@ -63,7 +63,7 @@ def session(session_factory: sessionmaker[Session]) -> Iterator[Session]:
 @pytest.fixture(scope="session")
 def quick_catalogue(tmp_path_factory) -> Path:
     """A small synthetic catalogue in the challenge layout (seed 0, generated once per session)."""
-    from models.synthetic import generate_catalogue
+    from catalog.synthetic import generate_catalogue
 
     return generate_catalogue(tmp_path_factory.mktemp("train") / "catalogue", n_products=900, seed=0)
 
@@ -73,7 +73,7 @@ def quick_bundle(tmp_path_factory, quick_catalogue: Path) -> Path:
     """A model bundle trained with --quick on the synthetic catalogue, once for the whole session
     (the API, model, UI and pipeline tests share it)."""
     from models.data import load_challenge_folder
-    from models.train import train
+    from models.training.train import train
 
     out = tmp_path_factory.mktemp("bundle") / "bundle"
     return train([load_challenge_folder(quick_catalogue)], out, seed=0, quick=True)

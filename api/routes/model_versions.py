@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict
 from api.deps import AdminUser, CurrentUser
 from api.model_manager import ReloadError
 from pipelines.registry_ops import DatabaseRecordError, promote_version, rollback_production
-from store.models import ModelStoreError
+from store.model_store import ModelStoreError
 
 router = APIRouter(prefix="/models", tags=["models"])
 logger = logging.getLogger(__name__)

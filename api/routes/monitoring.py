@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict
 from api.deps import AdminUser, SessionDep
 from api.params import Offset, limit_query
 from api.schemas import Page
-from pipelines import monitor
+from db import monitoring
 
 router = APIRouter(prefix="/monitoring", tags=["monitoring"])
 
@@ -36,7 +36,7 @@ def list_reports(
     session: SessionDep, _admin: AdminUser, offset: Offset = 0, limit: Limit = 20
 ) -> Page[MonitoringReportOut]:
     """Monitoring reports, latest window first (admins only)."""
-    total, rows = monitor.list_reports(session=session, offset=offset, limit=limit)
+    total, rows = monitoring.list_reports(session=session, offset=offset, limit=limit)
     items = [MonitoringReportOut.model_validate(row) for row in rows]
     return Page[MonitoringReportOut](items=items, total=total, offset=offset, limit=limit)
 
@@ -44,7 +44,7 @@ def list_reports(
 @router.get("/reports/latest", response_model=MonitoringReportOut)
 def latest_report(session: SessionDep, _admin: AdminUser) -> MonitoringReportOut:
     """The report of the latest monitored window (admins only)."""
-    row = monitor.latest_report(session=session)
+    row = monitoring.latest_report(session=session)
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "No monitoring report yet")
     return MonitoringReportOut.model_validate(row)

@@ -1,34 +1,30 @@
 """`GET /stats`: prediction logs aggregated for the admin console's charts.
 
-Counting, bucketing and percentiles run in the database (window functions and integer epoch
-arithmetic, the same SQL on SQLite and Postgres); only the confirmed predictions, one row per
-product a seller confirmed, come back to Python to be matched against the logged ranking.
+The queries live in `db.stats` (counting, bucketing and percentiles in SQL) and
+`db.monitoring.confirmed_predictions` (the live-accuracy query the monitoring DAG shares); the
+route checks the window and shapes the answer.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query, status
 from pydantic import BaseModel
-from sqlalchemy import BigInteger, Integer, case, cast, func, literal_column, or_, select
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.elements import ColumnElement
 
 from api.deps import AdminUser, SessionDep
 from api.params import UtcDateTime
-from db.tables import Category, PredictionLog, Product
+from db import stats
+from db.monitoring import confirmed_predictions
 
 router = APIRouter(tags=["stats"])
 
 Bucket = Literal["minute", "hour", "day"]
 BUCKET_SECONDS: dict[str, int] = {"minute": 60, "hour": 3600, "day": 86400}
-PERCENTILES = (50, 90, 95, 99)
 DEFAULT_WINDOW = timedelta(days=1)
 MAX_BUCKETS = 2000
-# Requests that failed are one series of their own: they have no (or no meaningful) model kind.
-FAILED = "failed"
 
 
 class TrafficPoint(BaseModel):
@@ -88,154 +84,27 @@ def pick_bucket(span: timedelta) -> Bucket:
     return "day"
 
 
-def epoch_seconds(column: Any, dialect: str) -> ColumnElement[int]:
-    """Whole seconds since 1970 (UTC) of a timestamp column, as an integer expression."""
-    if dialect == "sqlite":
-        # SQLAlchemy stores SQLite datetimes as UTC text without an offset, which strftime reads.
-        return cast(func.strftime("%s", column), Integer)
-    return cast(func.floor(func.extract("epoch", column)), BigInteger)
-
-
-def _window(since: datetime, until: datetime) -> list[ColumnElement[bool]]:
-    return [PredictionLog.created_at >= since, PredictionLog.created_at < until]
-
-
-def traffic_by_bucket(
-    *, session: Session, since: datetime, until: datetime, bucket_seconds: int
-) -> list[TrafficPoint]:
-    dialect = session.get_bind().dialect.name
-    # The width is inlined (a trusted int) so that SELECT and GROUP BY hold the same expression.
-    width = literal_column(str(int(bucket_seconds)), Integer)
-    bucket = (epoch_seconds(PredictionLog.created_at, dialect) // width) * width
-    series = case(
-        (PredictionLog.outcome == "ok", func.coalesce(PredictionLog.model_kind, FAILED)), else_=FAILED
-    )
-    stmt = (
-        select(bucket.label("bucket"), series.label("series"), func.count().label("n"))
-        .where(*_window(since, until))
-        .group_by(bucket, series)
-        .order_by(bucket, series)
-    )
-    return [
-        TrafficPoint(bucket_start=datetime.fromtimestamp(int(b), UTC), series=s, count=n)
-        for b, s, n in session.execute(stmt)
-    ]
-
-
-def outcome_counts(*, session: Session, since: datetime, until: datetime) -> dict[str, int]:
-    stmt = (
-        select(PredictionLog.outcome, func.count())
-        .where(*_window(since, until))
-        .group_by(PredictionLog.outcome)
-    )
-    return {outcome: n for outcome, n in session.execute(stmt)}
-
-
-def latency_by_kind(*, session: Session, since: datetime, until: datetime) -> list[LatencyStats]:
-    """Nearest-rank percentiles of successful predictions, computed with window functions."""
-    ok = [*_window(since, until), PredictionLog.outcome == "ok", PredictionLog.latency_ms.is_not(None)]
-    ranked = (
-        select(
-            PredictionLog.model_kind.label("kind"),
-            PredictionLog.latency_ms.label("ms"),
-            func.row_number()
-            .over(partition_by=PredictionLog.model_kind, order_by=PredictionLog.latency_ms)
-            .label("rank"),
-            func.count().over(partition_by=PredictionLog.model_kind).label("n"),
-        )
-        .where(*ok)
-        .subquery()
-    )
-    # ceil(p * n / 100) in integer arithmetic, which both backends do alike.
-    rank_of = {p: (ranked.c.n * p + 99) // 100 for p in PERCENTILES}
-    rows = session.execute(
-        select(ranked.c.kind, ranked.c.rank, ranked.c.n, ranked.c.ms).where(
-            or_(*(ranked.c.rank == r for r in rank_of.values()))
-        )
-    ).all()
-    values: dict[str, dict[int, float]] = {}
-    for kind, rank, n, ms in rows:
-        for p in PERCENTILES:
-            if rank == (n * p + 99) // 100:
-                values.setdefault(kind, {})[p] = float(ms)
-    summary = session.execute(
-        select(
-            PredictionLog.model_kind,
-            func.count(),
-            func.avg(PredictionLog.latency_ms),
-            func.max(PredictionLog.latency_ms),
-        )
-        .where(*ok)
-        .group_by(PredictionLog.model_kind)
-        .order_by(PredictionLog.model_kind)
-    ).all()
-    return [
-        LatencyStats(
-            model_kind=kind or "unknown",
-            count=n,
-            mean_ms=round(float(mean), 3),
-            max_ms=float(top),
-            **{f"p{p}_ms": values.get(kind, {}).get(p, float(top)) for p in PERCENTILES},
-        )
-        for kind, n, mean, top in summary
-    ]
-
-
-def class_distribution(*, session: Session, since: datetime, until: datetime) -> list[ClassCount]:
-    """How often each product type was the top prediction."""
-    n = func.count().label("n")
-    stmt = (
-        select(PredictionLog.top_prdtypecode, Category.name, n)
-        .outerjoin(Category, Category.prdtypecode == PredictionLog.top_prdtypecode)
-        .where(
-            *_window(since, until), PredictionLog.outcome == "ok", PredictionLog.top_prdtypecode.is_not(None)
-        )
-        .group_by(PredictionLog.top_prdtypecode, Category.name)
-        .order_by(n.desc(), PredictionLog.top_prdtypecode)
-    )
-    return [
-        ClassCount(prdtypecode=code, category=name or str(code), count=c)
-        for code, name, c in session.execute(stmt)
-    ]
-
-
 def hit_rates(*, session: Session, since: datetime, until: datetime) -> list[HitRate]:
     """Where sellers confirmed a product: was it the top prediction, was it in the suggestion set?
 
-    A request confirmed more than once counts once, with its latest product.
+    The confirmed predictions are those the monitoring DAG judges (`db.monitoring`): a request
+    confirmed more than once counts once, with its latest product; quarantined products do not
+    count.
     """
-    stmt = (
-        select(
-            PredictionLog.request_id,
-            PredictionLog.model_kind,
-            PredictionLog.top_prdtypecode,
-            PredictionLog.predictions,
-            PredictionLog.suggestion_size,
-            Product.prdtypecode,
-        )
-        .join(Product, Product.request_id == PredictionLog.request_id)
-        .where(*_window(since, until), PredictionLog.outcome == "ok")
-        .order_by(Product.id)
-        .execution_options(yield_per=1000)
-    )
-    latest: dict[str, tuple] = {}
-    for request_id, *row in session.execute(stmt):
-        latest[request_id] = tuple(row)
     tallies: dict[str, dict[str, int]] = {}
-    for kind, top, predictions, size, confirmed in latest.values():
-        for key in (kind or "unknown", "all"):
+    for c in confirmed_predictions(session=session, since=since, until=until):
+        for key in (c.model_kind or "unknown", "all"):
             t = tallies.setdefault(
                 key, dict.fromkeys(("confirmed", "top1", "in_set", "unknown", "sizes", "sized"), 0)
             )
             t["confirmed"] += 1
-            t["top1"] += int(top == confirmed)
-            ranked = [p.get("prdtypecode") for p in predictions or [] if isinstance(p, dict)]
-            if size is not None:
-                t["sizes"] += size
+            t["top1"] += int(c.top_prdtypecode == c.confirmed)
+            if c.suggestion_size is not None:
+                t["sizes"] += c.suggestion_size
                 t["sized"] += 1
-                if confirmed in ranked[:size]:
+                if c.confirmed in c.ranked[: c.suggestion_size]:
                     t["in_set"] += 1
-                elif size > len(ranked):
+                elif c.suggestion_size > len(c.ranked):
                     t["unknown"] += 1
     order = {"text": 0, "image": 1, "fusion": 2, "all": 9}
     return [
@@ -284,7 +153,7 @@ def read_stats(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
             f"Over {MAX_BUCKETS} {bucket} buckets: pick a coarser bucket",
         )
-    outcomes = outcome_counts(session=session, since=since, until=until)
+    outcomes = stats.outcome_counts(session=session, since=since, until=until)
     return Stats(
         since=since,
         until=until,
@@ -292,9 +161,18 @@ def read_stats(
         bucket_seconds=seconds,
         requests=sum(outcomes.values()),
         outcomes=outcomes,
-        traffic=traffic_by_bucket(session=session, since=since, until=until, bucket_seconds=seconds),
-        latency=latency_by_kind(session=session, since=since, until=until),
-        classes=class_distribution(session=session, since=since, until=until),
+        traffic=[
+            TrafficPoint(**point)
+            for point in stats.traffic_by_bucket(
+                session=session, since=since, until=until, bucket_seconds=seconds
+            )
+        ],
+        latency=[
+            LatencyStats(**row) for row in stats.latency_by_kind(session=session, since=since, until=until)
+        ],
+        classes=[
+            ClassCount(**row) for row in stats.class_distribution(session=session, since=since, until=until)
+        ],
         hit_rate=hit_rates(session=session, since=since, until=until),
     )
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from store.models import open_model_store
+from store.model_store import open_model_store
 
 
 def copy_bundle_as(bundle: Path, dest: Path, version: str, *, break_file: str | None = None) -> Path:

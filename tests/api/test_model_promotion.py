@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from config import Settings
-from store.models import ModelStore, open_model_store
+from store.model_store import ModelStore, open_model_store
 from tests.api.conftest import bearer
 from tests.api.serving import publish
 from tests.api.test_predict import TITLE, predict

@@ -4,7 +4,7 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 
-from store.models import open_model_store
+from store.model_store import open_model_store
 from tests.api.conftest import bearer
 from tests.api.serving import copy_bundle_as, publish
 from tests.api.test_predict import TITLE, predict

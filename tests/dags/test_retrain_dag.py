@@ -34,11 +34,11 @@ SECOND_RUN = FIRST_RUN + timedelta(weeks=1)
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory) -> Iterator[SimpleNamespace]:
     """A migrated product database holding a synthetic catalogue, stores on a moto S3 server."""
+    from catalog.importer import import_folder
+    from catalog.synthetic import generate_catalogue
     from config import Settings
     from db import migrate
     from db.session import make_engine, make_session_factory
-    from models.importer import import_folder
-    from models.synthetic import generate_catalogue
     from store.blob import open_blob_store
     from tests.store.s3server import (
         AWS_VARIABLES_TO_CLEAR,
@@ -126,7 +126,7 @@ def first_run(pipeline, airflow_db):  # type: ignore[no-untyped-def]
 
 def test_the_first_run_publishes_and_promotes_its_candidate(pipeline, first_run):
     from store.blob import open_blob_store
-    from store.models import open_model_store
+    from store.model_store import open_model_store
 
     assert str(first_run.state) == "success", task_states(first_run)
     published = xcom(first_run, "publish")
@@ -148,9 +148,7 @@ def test_the_first_run_publishes_and_promotes_its_candidate(pipeline, first_run)
     assert snapshot["rows"] >= pipeline.settings.MIN_TRAINING_ROWS
     data = open_blob_store(pipeline.settings.DATA_STORE_URI)
     run_files = set(data.list("runs/20250602T030000Z_20250609T030000Z/"))
-    assert {"evaluation.json", "gate.json", "candidate/BUNDLE.json"} <= {
-        key.split("/", 2)[2] for key in run_files
-    }
+    assert {"evaluation.json", "gate.json", "candidate.json"} <= {key.split("/", 2)[2] for key in run_files}
     reload = xcom(first_run, "reload_api")
     assert reload["reloaded"] is False and "unreachable" in reload["detail"]
     logger.warning("promote run gate: %s", {k: row.gate[k] for k in ("reason", "candidate_score")})
@@ -159,7 +157,7 @@ def test_the_first_run_publishes_and_promotes_its_candidate(pipeline, first_run)
 def test_a_worse_candidate_is_published_but_refused_and_production_stays(pipeline, first_run):
     from db.tables import Product
     from pipelines.snapshot import is_evaluation
-    from store.models import open_model_store
+    from store.model_store import open_model_store
 
     production = xcom(first_run, "publish")["version"]
     store = open_model_store(pipeline.settings.MODEL_STORE_URI)
@@ -208,7 +206,7 @@ def test_a_worse_candidate_is_published_but_refused_and_production_stays(pipelin
 def test_too_few_usable_products_fail_the_run_at_validation_without_retrying(
     pipeline, first_run, monkeypatch
 ):
-    from store.models import open_model_store
+    from store.model_store import open_model_store
 
     monkeypatch.setenv("MIN_TRAINING_ROWS", "100000")
     production = open_model_store(pipeline.settings.MODEL_STORE_URI).production()

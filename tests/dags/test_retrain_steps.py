@@ -16,7 +16,7 @@ import pytest
 from config import Settings
 from pipelines import retrain
 from pipelines.registry_ops import promote_version, publish_bundle
-from store.models import open_model_store
+from store.model_store import open_model_store
 from tests.store.bundles import make_servable_bundle
 
 
@@ -148,6 +148,7 @@ def docker_settings(tmp_path: Path, **overrides: Any) -> Settings:
         TRAIN_EPOCHS=3,
         TRAIN_DOCKER_NETWORK="rakuten",
         DATA_STORE_URI=str(tmp_path / "datasets"),
+        MODEL_STORE_URI=str(tmp_path / "registry"),
         **overrides,
     )
 
@@ -158,22 +159,26 @@ def test_docker_training_runs_the_training_image_on_the_snapshot(tmp_path, monke
     monkeypatch.setenv("SECRET_KEY", "not-for-the-trainer")
     settings = docker_settings(tmp_path)
     snapshot = {"uri": "s3://data/datasets/snapshots/A_B", "key": "snapshots/A_B"}
-    out_uri = f"{settings.DATA_STORE_URI}/runs/A_B/candidate"
-    # What the real container does: upload a bundle to the --out location.
+    run_folder = f"{settings.DATA_STORE_URI}/runs/A_B"
+    # What the real container does: publish the bundle to the model store, record it in the run.
     docker = FakeDocker(
-        on_wait=lambda: retrain.upload_bundle(write_bundle(tmp_path / "b", "v-docker"), out_uri)
+        on_wait=lambda: retrain.publish_candidate(
+            write_bundle(tmp_path / "b", "v-docker"), settings.MODEL_STORE_URI, run_folder
+        )
     )
 
     candidate = retrain.train_step(settings, snapshot, docker_client=docker)
     again = retrain.train_step(settings, snapshot, docker_client=docker)
 
-    assert candidate == again == {"bundle_uri": out_uri, "version": "v-docker"}
+    location = open_model_store(settings.MODEL_STORE_URI).location("v-docker")
+    assert candidate == again == {"version": "v-docker", "location": location}
     assert len(docker.runs) == 1  # the retry found the bundle and did not train again
     run = docker.runs[0]
     assert run["image"] == "rakuten-classifier-train:test"
     assert run["entrypoint"] == ["python"]
     assert run["command"] == [
-        "-m", "pipelines.retrain", "train", "--snapshot", snapshot["uri"], "--out", out_uri, "--quick", "--epochs", "3",
+        "-m", "pipelines.retrain", "train", "--snapshot", snapshot["uri"],
+        "--model-store", settings.MODEL_STORE_URI, "--out", run_folder, "--quick", "--epochs", "3",
     ]  # fmt: skip
     assert run["network"] == "rakuten"
     assert run["environment"]["AWS_ACCESS_KEY_ID"] == "key-id"
@@ -206,9 +211,9 @@ def registry(tmp_path, database_url, session_factory):  # type: ignore[no-untype
     # Servable bundles: promotion loads them with the serving runtime.
     publish_bundle(store, session_factory, make_servable_bundle(tmp_path, "v1"))
     promote_version(store, session_factory, "v1")
-    bundle_uri = f"{settings.DATA_STORE_URI}/runs/A_B/candidate"
-    retrain.upload_bundle(make_servable_bundle(tmp_path, "v2"), bundle_uri)
-    return settings, store, {"bundle_uri": bundle_uri, "version": "v2"}
+    # The training step's publication: in the store, unpromoted.
+    store.publish(make_servable_bundle(tmp_path, "v2"))
+    return settings, store, {"version": "v2", "location": store.location("v2")}
 
 
 def gate(promote: bool, production_version: str | None) -> dict[str, Any]:

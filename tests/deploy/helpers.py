@@ -26,7 +26,7 @@ K8S_DIR = ROOT / "deploy" / "k8s"
 WORKFLOWS_DIR = ROOT / ".github" / "workflows"
 
 # The project's top-level packages (what `python -m X` may name).
-PROJECT_PACKAGES = ("api", "config", "db", "models", "pipelines", "store", "benchmarks")
+PROJECT_PACKAGES = ("api", "catalog", "config", "db", "models", "pipelines", "store", "benchmarks")
 
 # Compose services that run the project's code and read config.Settings.
 PROJECT_SERVICES = ("init", "api", "trainer")

@@ -74,3 +74,11 @@ def test_ci_docker_job_builds_both_images_and_checks_health_and_predict(ci: dict
     assert "docker compose up -d --wait" in text
     assert "/health" in text and "/login" in text and "/predict" in text
     assert "down --volumes" in text
+
+
+def test_ci_and_make_test_check_the_import_contracts(ci: dict) -> None:
+    assert "lint-imports" in _steps_text(ci["jobs"]["lint"])
+    makefile = (ROOT / "Makefile").read_text()
+    test_recipe = makefile.split("\ntest:", 1)[1].split("\n\n", 1)[0]
+    assert "lint-imports" in test_recipe
+    assert (ROOT / ".importlinter").is_file()

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from catalog.synthetic import generate_catalogue
 from models.data import Dataset, load_challenge_folder
-from models.synthetic import generate_catalogue
 
 TRAIN_PRODUCTS = 900
 EVAL_PRODUCTS = 300

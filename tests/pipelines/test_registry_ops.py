@@ -18,7 +18,7 @@ from pipelines.registry_ops import (
     rollback_production,
     verify_servable,
 )
-from store.models import (
+from store.model_store import (
     ChecksumMismatchError,
     ModelStore,
     ModelStoreError,
@@ -112,12 +112,12 @@ def test_the_pipelines_promotion_step_fails_and_records_why_when_the_candidate_c
     )
     candidate = make_servable_bundle(bundles, V2)
     (candidate / "serving" / "image.onnx").write_bytes(b"not a model")
-    bundle_uri = f"{settings.DATA_STORE_URI}/runs/A_B/candidate"
-    retrain.upload_bundle(candidate, bundle_uri)
+    # The training step's publication: in the store, unpromoted.
+    store.publish(candidate)
     gate = {"promote": True, "reason": "better", "production_version": V1}
 
     with pytest.raises(ModelStoreError, match=f"version {V2} cannot be served"):
-        retrain.publish_step(settings, {"bundle_uri": bundle_uri, "version": V2}, gate)
+        retrain.publish_step(settings, {"version": V2, "location": store.location(V2)}, gate)
 
     assert store.production() == V1
     with session_factory() as session:

@@ -1,4 +1,4 @@
-"""Fake model bundles: the shape `models/train.py` writes, with random bytes for weights."""
+"""Fake model bundles: the shape `models/training/train.py` writes, with random bytes for weights."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from store.blob import BlobStore, LocalBlobStore, open_blob_store
-from store.models import ModelStore
+from store.model_store import ModelStore
 from tests.store.s3server import AWS_VARIABLES_TO_CLEAR, create_bucket, running_moto_server, s3_environment
 
 

@@ -11,7 +11,9 @@ import pytest
 
 from db.categories import CATEGORIES
 from models.bundle import REQUIRED_FILES, VERSION_PATTERN, validate_bundle
-from models.train import SPLITS, balanced_class_weights, main, pseudo_pairs, split_of, train
+from models.training.fit import balanced_class_weights
+from models.training.splits import SPLITS, pseudo_pairs, split_of
+from models.training.train import main, train
 
 CHANCE = 1 / len(CATEGORIES)
 

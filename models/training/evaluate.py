@@ -1,6 +1,6 @@
 """Evaluate a bundle on a labelled dataset: one JSON object, one entry per model kind.
 
-    python -m models.evaluate --bundle BUNDLE_DIR --data DIR [--data DIR ...]
+    python -m models.training.evaluate --bundle BUNDLE_DIR --data DIR [--data DIR ...]
 
 Each model is scored on the products that have the inputs it needs (text: products with
 text; image: with an image; fusion: with both), through the same serving runtime the API
@@ -24,11 +24,11 @@ from typing import Any
 
 import numpy as np
 
+from models.bundle import KINDS, BundleError
 from models.calibration import set_metrics
 from models.data import Dataset, load_challenge_folder
 
 logger = logging.getLogger(__name__)
-KINDS = ("text", "image", "fusion")
 FIGURES = ("accuracy", "weighted_f1", "macro_f1", "top3", "top5", "set_coverage", "set_mean_size")
 
 
@@ -156,8 +156,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    from models.bundle import BundleError
-
     try:
         dataset = Dataset.concat([load_challenge_folder(folder) for folder in args.data])
         result = evaluate_bundle(args.bundle, dataset)

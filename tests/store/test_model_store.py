@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from store.models import (
+from store.model_store import (
     MANIFEST_NAME,
     POINTER_KEY,
     ChecksumMismatchError,

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from models import builders
 from models.preprocessing import combine_text
-from models.word_vectors import PretrainedVectors
+from models.training import builders
+from models.training.word_vectors import PretrainedVectors
 
 N_CLASSES = 27
 TEXTS = [
@@ -25,7 +25,7 @@ TEXTS = [
     "Filtre à sable pour piscine, débit 6 m3/h",
     "Figurine Pop Star Wars vinyl",
 ] * 2
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
 
 
 def _strings(texts: list[str]) -> tf.Tensor:
@@ -39,7 +39,7 @@ def _assert_probabilities(probs: np.ndarray, n: int) -> None:
 
 
 def toy_vectors() -> PretrainedVectors:
-    """Four words on two table rows (the real ones come from `models.word_vectors`)."""
+    """Four words on two table rows (the real ones come from `models.training.word_vectors`)."""
     table = np.array([[1.0, 0.0, 0.0], [0.0, 0.6, 0.8]], dtype="float32")
     return PretrainedVectors(
         ["piscine", "bassin", "roman", "livre"], np.array([0, 0, 1, 1], "int32"), table, "toy"
@@ -202,7 +202,7 @@ def test_saved_models_reload_in_a_fresh_process_with_identical_predictions(
     script = textwrap.dedent(
         f"""
         import numpy as np, keras, tensorflow as tf
-        import models.builders  # registers the custom layers
+        import models.training.builders  # registers the custom layers
         folder = {str(tmp_path)!r}
         texts = tf.constant({texts!r})
         images = tf.constant(np.load(folder + "/images.npy"))
@@ -223,7 +223,7 @@ def test_saved_models_reload_in_a_fresh_process_with_identical_predictions(
 
 @pytest.mark.parametrize("arch", ["tfidf", "lstm"])
 def test_both_text_architectures_export_to_onnx_with_the_keras_answers(arch, tfidf_model, tmp_path) -> None:
-    from models.export import _run_onnx, export_model
+    from models.training.export import _run_onnx, export_model
 
     if arch == "lstm":
         model = builders.build_text_lstm(TEXTS, N_CLASSES, vocab=100, length=12, embed=8, units=8)

@@ -9,7 +9,7 @@ What a category looks like (its words, palette, shape and texture) is a constant
 module; the seed only drives the sampling. So a model trained on one seed is evaluated
 fairly on another, and the same seed gives byte-identical files.
 
-Usage: python -m models.synthetic --out DIR [--n N] [--seed S] [--image-size PX]
+Usage: python -m catalog.synthetic --out DIR [--n N] [--seed S] [--image-size PX]
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -37,6 +38,7 @@ from models.data import IMAGE_DIR, X_FILE, Y_FILE, image_filename
 logger = logging.getLogger(__name__)
 
 MANIFEST_FILE = "synthetic.json"
+VOCABULARY_FILE = "synthetic_vocabulary.json"
 CATEGORIES_FILE = "categories.csv"
 # Bump when the generator changes what a given seed produces.
 GENERATOR_VERSION = 1
@@ -72,7 +74,7 @@ _CODES = sorted(CATEGORIES)
 
 
 # --------------------------------------------------------------------------- vocabulary
-# Words are ", "-separated; "{n}", "{nn}", "{cm}", "{dim}", "{year}", "{y2}", "{y4}", "{date}",
+# In synthetic_vocabulary.json: "{n}", "{nn}", "{cm}", "{dim}", "{year}", "{y2}", "{y4}", "{date}",
 # "{color}", "{material}" are filled with random values and "{w}" with a word of the category.
 
 
@@ -83,396 +85,21 @@ class _Vocabulary:
     phrases: tuple[str, ...]
 
 
-def _split(words: str) -> tuple[str, ...]:
-    return tuple(w.strip() for w in words.split(",") if w.strip())
+def _load_vocabulary() -> dict[str, Any]:
+    """The vocabulary file next to this module (data, not code: 315 lines of words)."""
+    return json.loads((Path(__file__).with_name(VOCABULARY_FILE)).read_text(encoding="utf-8"))
 
 
-def _vocab(words: str, brands: str, phrases: Sequence[str]) -> _Vocabulary:
-    return _Vocabulary(_split(words), _split(brands), tuple(phrases))
-
-
-_BOOKS = (
-    "Roman, Tome {n}, Le Secret, La Nuit, Histoire, Mémoires, Guide, Collection, Poche, Édition, Mystère, "
-    "Voyage, Guerre, Amour, Enfance, Les Ombres, Le Jardin, La Mer, Le Roi, Chroniques, Essai, Biographie, "
-    "Poésie, Récit, Préface, L'héritage, Le Dernier Été, La Promesse, Les Enfants Du Silence, "
-)
-_BOOK_BRANDS = "Gallimard, Folio, Le Livre De Poche, Flammarion, Albin Michel, Actes Sud, Points"
-_BOOK_PHRASES = (
-    "Un récit sur {w} et {w}.",
-    "Résumé : {w}, {w} et une enquête qui tient en haleine.",
-    "Auteur reconnu, {nn} pages.",
-    "Un classique de la littérature française.",
-)
-_GAMES = (
-    "Call Of Duty, Fifa {y2}, Assassin's Creed, Mario Kart, Zelda, Pro Evolution Soccer, Gran Turismo, "
-    "Need For Speed, Just Dance {y2}, Lego Star Wars, Final Fantasy {n}, Resident Evil, Rayman, Sonic, "
-    "Crash Bandicoot, Battlefield, Tekken, Minecraft, Jeu, Jeux Vidéo, Pal, Fr, "
-)
-_CONSOLES = "Ps4, Xbox One, Nintendo Switch, Ps3, Wii U, Nintendo 3ds, Xbox 360, Ps Vita, "
-_OLD_CONSOLES = "Ps2, Gamecube, Nintendo Ds, Psp, Game Boy, Dsi, Wii, "
-_GAME_BRANDS = "Ubisoft, Electronic Arts, Nintendo, Sony, Activision, Bandai Namco, Sega, "
-_GAME_PHRASES = (
-    "Jeu {w} pour {w}.",
-    "Un jeu d'action et d'aventure, mode multijoueur en ligne.",
-    "Incarnez le héros de {w} dans un monde ouvert.",
-    "Jeu en français, de 1 à {n} joueurs.",
-)
-_KIDS = (
-    "Enfant, Enfants, Jouet, Cadeau, Éducatif, {n} Ans, Garçon, Fille, Plastique, Couleurs, Jeu, Amusant, "
-)
-_KIDS_PHRASES = (
-    "Convient aux enfants à partir de {n} ans.",
-    "Développe la motricité et l'imagination de l'enfant.",
-    "Attention : petites pièces, ne convient pas aux enfants de moins de 3 ans.",
-    "Un cadeau idéal pour les garçons et les filles.",
-)
-_FURNITURE = "Table, Chaise, Banc, Fauteuil, Aluminium, Bois Massif, {dim}, Coussins, "
-
+_WORDS = _load_vocabulary()
 _VOCABULARY: dict[int, _Vocabulary] = {
-    10: _vocab(
-        _BOOKS + "Occasion, Bon État, Livre De Poche, Ancienne Édition, Édition {year}, Ex-Libris",
-        _BOOK_BRANDS,
-        (
-            *_BOOK_PHRASES,
-            "Livre d'occasion en bon état général.",
-            "Couverture usée, pages jaunies.",
-            "Édition de {year}, quelques annotations au crayon.",
-            "Exemplaire de bibliothèque, tampon sur la page de garde.",
-        ),
-    ),
-    2705: _vocab(
-        _BOOKS + "Neuf, Broché, Grand Format, Nouveauté, Parution {y4}, Relié, Prix Littéraire",
-        _BOOK_BRANDS,
-        (
-            *_BOOK_PHRASES,
-            "Livre neuf expédié sous film protecteur.",
-            "Parution : {y4}. Nombre de pages : {nn}.",
-            "Le nouveau roman très attendu de l'auteur.",
-            "Sélection du prix des lecteurs {y4}.",
-        ),
-    ),
-    2403: _vocab(
-        "Lot De {n} Livres, Lot De {n} Magazines, Lot, Collection Complète, Tomes 1 À {n}, Bd, Revues, "
-        "Encyclopédie, Romans, Manuels Scolaires, Série, Intégrale, Albums, Bandes Dessinées, Livres Enfants, "
-        "Fascicules, Histoire, Tome {n}",
-        "Hachette, Nathan, Larousse, Dargaud, Casterman, Historia, Marie Claire",
-        (
-            "Lot de {n} livres vendus ensemble.",
-            "Lot composé de : {w}, {w} et {w}.",
-            "Envoi groupé en colis suivi.",
-            "Collection en bon état, quelques traces d'usage.",
-        ),
-    ),
-    2280: _vocab(
-        "N° {nn}, Du {date}, Revue, Journal, Magazine, Numéro, Hebdomadaire, Mensuel, Supplément, "
-        "Le Petit Journal, Paris Match, L'illustration, Spirou, Le Figaro, Science Et Vie, Édition Spéciale, "
-        "Mode, Politique, Sport, Actualité",
-        "Paris Match, Le Petit Journal, Historia, Lui, Elle",
-        (
-            "Revue d'époque en bon état.",
-            "Numéro {nn} paru le {date}.",
-            "Au sommaire : {w}, {w}.",
-            "Journal ancien, pliure centrale d'origine.",
-        ),
-    ),
-    40: _vocab(
-        _GAMES + _CONSOLES + "Neuf, Sous Blister, Version Française, Édition Collector, Neuf Scellé",
-        _GAME_BRANDS,
-        (
-            *_GAME_PHRASES,
-            "Jeu neuf sous blister, version française.",
-            "Édition collector neuve et scellée.",
-            "Expédié neuf dans son emballage d'origine.",
-        ),
-    ),
-    2462: _vocab(
-        _GAMES
-        + _CONSOLES
-        + _OLD_CONSOLES
-        + "Occasion, Lot De Jeux, Console + Jeux, Sans Notice, Boîte Abîmée, Testé Et Fonctionnel, "
-        "Lot De {n} Jeux, + {n} Jeux, Manette",
-        _GAME_BRANDS,
-        (
-            *_GAME_PHRASES,
-            "Jeu d'occasion testé, fonctionne parfaitement.",
-            "Boîtier légèrement rayé.",
-            "Lot de {n} jeux vendus avec la console.",
-            "Disque seul, sans notice.",
-        ),
-    ),
-    2905: _vocab(
-        _GAMES + "Jeu En Téléchargement, Pc, Steam, Extension, Dlc, Deluxe Edition, Season Pass, "
-        "Code De Téléchargement, Windows, Mac, Édition Gold, Complete Edition",
-        _GAME_BRANDS + "Paradox, Focus Home Interactive",
-        (
-            "Jeu PC en téléchargement, clé d'activation Steam.",
-            "Configuration minimale : Windows 10, {n} Go de RAM.",
-            "Ce contenu nécessite le jeu de base {w}.",
-            "Code envoyé par e-mail après l'achat.",
-        ),
-    ),
-    50: _vocab(
-        "Manette, Chargeur, Câble Usb, Support, Stickers, Skin, Dualshock 4, Joy-Con, Protection, Housse, "
-        "Casque Gamer, Station De Charge, Volant, Étui, Sans Fil, Bluetooth, Film Protecteur, Grip, Adaptateur, "
-        "Batterie, Ps4, Xbox One, Nintendo Switch",
-        "Sony, Nintendo, Hori, Subsonic, Turtle Beach, Bigben, Thrustmaster",
-        (
-            "Compatible avec la console {w}.",
-            "Câble de {n} m inclus.",
-            "Autonomie de {n} heures.",
-            "Accessoire sous licence officielle.",
-        ),
-    ),
-    60: _vocab(
-        "Console, Console Portable, Rétro, Jeux Intégrés, 8 Bits, 16 Bits, {nn} Jeux, Hdmi, Mini, Classique, "
-        "Écran {n} Pouces, Console De Salon, Pack Console, Joueur, Poche, Arcade, Ntsc, Manette",
-        "Powkiddy, Nintendo, Sony, Sega, Atari, Anbernic",
-        (
-            "Console rétro avec {nn} jeux classiques intégrés.",
-            "Sortie TV AV / HDMI.",
-            "Écran couleur de {n} pouces.",
-            "Batterie rechargeable, se branche sur la télévision.",
-        ),
-    ),
-    1140: _vocab(
-        "Figurine Pop, Funko, Star Wars, Marvel, Porte-Clés, T-Shirt, Mug, Manga, Collector, Vinyle, "
-        "Dragon Ball, One Piece, Harry Potter, Naruto, Batman, Goodies, Statuette, Poster, Réplique, "
-        "Licence Officielle",
-        "Funko, Hasbro, Bandai, Tsume, Abystyle",
-        (
-            "Figurine officielle sous licence.",
-            "Hauteur : {cm} cm, boîte fenêtre.",
-            "Idéal pour les fans de {w}.",
-            "Produit dérivé officiel, édition limitée.",
-        ),
-    ),
-    1160: _vocab(
-        "Carte, Magic, Mtg, Pokémon, Yu-Gi-Oh, Booster, Holo, Rare, Vf, Vo, Mint, Deck, Tcg, Commune, Foil, "
-        "Carte N° {n}, {n}/{nn}, Trading Card Game, Dracaufeu",
-        "Wizards Of The Coast, Konami, Topps, Upper Deck, Panini",
-        (
-            "Carte en excellent état, sortie de booster.",
-            "Numéro {n}/{nn}, version française.",
-            "Envoi sous sleeve et toploader.",
-            "Carte {w} rare, édition {n}.",
-        ),
-    ),
-    1180: _vocab(
-        "Warhammer, Figurine, Peinture, Pinceau, Jdr, Scénario, Dés, Écran Du Meneur, Miniature, Citadel, "
-        "Socle, Orc, Elfe, Space Marine, Donjons Et Dragons, Jeu De Rôle, Armée, Régiment, Supplément De Règles",
-        "Games Workshop, Prince August, Citadel, Wizkids, Reaper",
-        (
-            "Figurine en métal à assembler et à peindre.",
-            "Livre de règles pour le jeu de rôle.",
-            "Échelle {n} mm.",
-            "Supplément de campagne : {w} et {w}.",
-        ),
-    ),
-    1280: _vocab(
-        _KIDS + "Peluche, Figurine, Poupée, Voiture, Dinosaure, Playmobil, Lego, Puzzle {nn} Pièces, "
-        "Marionnette, Robot, Camion, Circuit, Doudou, Jouet En Bois, Déguisement",
-        "Playmobil, Lego, Vtech, Majorette, Hasbro, Mattel, Djeco, Smoby",
-        (
-            *_KIDS_PHRASES,
-            "Peluche toute douce de {cm} cm.",
-            "Véhicule à friction, roues libres.",
-            "Figurine articulée avec accessoires.",
-        ),
-    ),
-    1281: _vocab(
-        _KIDS + "Jeu De Société, Cartes, Dés, Plateau, Loto, Dominos, Slime, Anti-Stress, Jetons, Poker, "
-        "Jeu Éducatif, Mémo, Puzzle, Jeu D'adresse, Squishy",
-        "Ravensburger, Asmodee, Hasbro, Djeco, Haba, Gigamic",
-        (
-            *_KIDS_PHRASES,
-            "Jeu de société de 2 à {n} joueurs.",
-            "Durée d'une partie : {nn} minutes.",
-            "Contient un plateau, {nn} cartes et {n} dés.",
-        ),
-    ),
-    1300: _vocab(
-        "Maquette, Drone, Rc, 1/43, 1/72, 1/18, Hélice, Moteur Brushless, Radiocommandé, Échelle, Avion, "
-        "Voiture Miniature, Train Ho, Quadcopter, Hélicoptère, Pièces Détachées, Batterie Lipo, Fpv, Servo, "
-        "Kit De Montage",
-        "Norev, Ixo, Revell, Tamiya, Heller, Dji, Solido",
-        (
-            "Modèle réduit à l'échelle 1/{nn}.",
-            "Kit complet à assembler, colle non fournie.",
-            "Pièce de rechange pour drone {w}.",
-            "Reproduction fidèle, finition soignée.",
-        ),
-    ),
-    1301: _vocab(
-        "Chaussettes, Bébé, Coton, Paires, Antidérapant, Nouveau-Né, Tricot, Chaussons, Collants, Bonneterie, "
-        "{n} Paires, Chaussettes Hautes, Motif Animaux, Billard, Queue De Billard, Porte-Queues, Fléchettes",
-        "Dim, Petit Bateau, Supreme, Kent",
-        (
-            "Lot de {n} paires de chaussettes en coton doux.",
-            "Semelle antidérapante pour les premiers pas.",
-            "Taille : {n} à {nn} mois.",
-            "Porte-queues mural pour {n} queues de billard.",
-        ),
-    ),
-    1302: _vocab(
-        "Trampoline, Pistolet À Eau, Hamac, Ballon, Toboggan, Balançoire, Randonnée, Camping, Trottinette, "
-        "Cerf-Volant, Piscine Gonflable, Tente, Plein Air, Fitness, Yoga, Bouée, Frisbee, Pétanque, "
-        "Sac De Couchage",
-        "Quechua, Intex, Bestway, Regatta, Kettler",
-        (
-            "Idéal pour jouer dehors en été.",
-            "Charge maximale : {nn} kg.",
-            "Se replie facilement pour le transport.",
-            "Pour le jardin, la plage ou le camping.",
-        ),
-    ),
-    1320: _vocab(
-        "Bébé, Poussette, Siège Auto, Biberon, Tétine, Chaise Haute, Lit Parapluie, Couches, Allaitement, "
-        "Babyphone, Matelas À Langer, Porte-Bébé, Gigoteuse, Transat Bébé, Anneau De Dentition, Groupe {n}, "
-        "Naissance, Veilleuse",
-        "Chicco, Bébé Confort, Tommee Tippee, Avent, Fisher Price, Babymoov",
-        (
-            "Convient dès la naissance jusqu'à {n} ans.",
-            "Sans BPA, lavable au lave-vaisselle.",
-            "Conforme aux normes de sécurité européennes.",
-            "Harnais de sécurité 5 points.",
-        ),
-    ),
-    1560: _vocab(
-        _FURNITURE + "Canapé, Matelas, Lit, Commode, Étagère, Armoire, Bureau, Tabouret, Meuble Tv, Buffet, "
-        "Sommier, Table Basse, Tête De Lit, Bibliothèque, Chevet, Style Industriel, Scandinave, Salle À Manger",
-        "Vidaxl, Homcom, Altobuy, Java",
-        (
-            "Structure en métal et plateau en bois massif.",
-            "Dimensions : {dim}.",
-            "Montage facile, notice incluse.",
-            "Assise confortable en tissu, pieds en chêne.",
-        ),
-    ),
-    1920: _vocab(
-        "Housse De Coussin, Taie D'oreiller, Drap, Couette, Rideau, Nappe, Serviette, Plaid, Parure De Lit, "
-        "Tapis De Bain, Lin, Coton, Drap Housse, Oreiller, Couvre-Lit, Jeté De Canapé, Torchon, {dim}, "
-        "Home Décor",
-        "Linge Particulier, Today, Cdaffaires, Becquet",
-        (
-            "Housse de coussin en lin, fermeture éclair invisible.",
-            "Lavable en machine à 40°.",
-            "Dimensions : {dim}, rembourrage non inclus.",
-            "Tissu doux et respirant.",
-        ),
-    ),
-    1940: _vocab(
-        "Bio, Chocolat, Thé, Café, Bonbons, Sachet, Confiture, Biscuits, Épices, Miel, Huile D'olive, {nn} G, "
-        "{n} Kg, Sans Gluten, Pâtes, Capsules, Infusion, Sucre, Chewing-Gum, Crackers",
-        "Kinder, Haribo, Lipton, Nespresso, Lindt, Yogi",
-        (
-            "Date limite de consommation : {date}.",
-            "Ingrédients : {w}, sucre, arômes naturels.",
-            "À conserver dans un endroit sec.",
-            "Produit issu de l'agriculture biologique.",
-        ),
-    ),
-    2060: _vocab(
-        "Décoration, Sticker Mural, Miroir, Cadre Photo, Bougie, Guirlande Lumineuse, Led, Vase, Tableau, "
-        "Horloge Murale, Noël, Peinture Diamant, Décor, Lanterne, Fleurs Artificielles, Suspension, Tapisserie, "
-        "Photophore, Statue",
-        "Atmosphera, Maisons Du Monde, Zodio",
-        (
-            "Apporte une touche déco à votre salon.",
-            "Sticker amovible, facile à poser.",
-            "Fonctionne avec {n} piles AA (non fournies).",
-            "Décoration de Noël pour la maison.",
-        ),
-    ),
-    2220: _vocab(
-        "Chien, Chat, Collier, Laisse, Litière, Croquettes, Jouet Pour Chat, Arbre À Chat, Aquarium, Niche, "
-        "Gamelle, Harnais, Rongeur, Panier, Griffoir, Oiseau, Cage, Friandises, Chiot",
-        "Zolux, Trixie, Royal Canin, Purina, Ferplast",
-        (
-            "Convient aux chiens de petite et moyenne taille.",
-            "Jouet interactif pour chat avec plume.",
-            "Réglable de {n} à {nn} cm.",
-            "Facile à nettoyer, matériaux non toxiques pour l'animal.",
-        ),
-    ),
-    2522: _vocab(
-        "Cahier, Stylo, Carnet, Bloc-Notes, Classeur, Enveloppe, Étiquettes, Feutres, Agenda, Trousse, A4, "
-        "Ramette, Surligneur, Crayons, Gomme, Chemise, Papier, Marqueurs, Pochettes, Fournitures Scolaires, "
-        "Agrafeuse",
-        "Clairefontaine, Exacompta, Bic, Oxford, Stabilo, Agipa, Maped",
-        (
-            "Format A4, {nn} pages grands carreaux.",
-            "Lot de {n} stylos à bille, encre bleue.",
-            "Papier recyclé {nn} g/m².",
-            "Pour l'école et le bureau.",
-        ),
-    ),
-    2582: _vocab(
-        _FURNITURE + "Salon De Jardin, Transat, Parasol, Bain De Soleil, Table De Jardin, Chaise Longue, "
-        "Résine Tressée, Pot, Jardinière, Abri De Jardin, Serre, Coffre De Rangement, Pergola, Tonnelle, Teck, "
-        "Extérieur, Balancelle",
-        "Hespéride, Oogarden, Keter, Alteo, Vidaxl",
-        (
-            "Résiste aux intempéries et aux UV.",
-            "Salon de jardin {n} places en résine tressée.",
-            "Diamètre {cm} cm, hauteur {cm} cm.",
-            "Pour la terrasse et le jardin.",
-        ),
-    ),
-    2583: _vocab(
-        "Piscine, Bâche, Filtre, Skimmer, Pompe, Robot, Spa, Chlore, Liner, Échelle, Hors-Sol, Épurateur, "
-        "Traitement De L'eau, Filtre À Sable, Cartouche, Bâche À Bulles, Pompe À Chaleur, Buse De Refoulement, "
-        "Balai, Ph",
-        "Intex, Bestway, Zodiac, Gre, Mspa, Hayward",
-        (
-            "Compatible avec les piscines hors-sol {w}.",
-            "Débit de {nn} m³/h.",
-            "Bâche de protection pour piscine de {dim}.",
-            "Kit piscine acier {dim} avec filtre à sable.",
-        ),
-    ),
-    2585: _vocab(
-        "Tuyau, Arrosage, Sécateur, Taille-Haie, Tondeuse, Raccord, Pulvérisateur, Râteau, Bêche, "
-        "Débroussailleuse, Brouette, Tronçonneuse, Gants De Jardin, Binette, Souffleur, Goutteur, Enrouleur, "
-        "Pelle, Programmateur",
-        "Gardena, Fiskars, Bosch, Ryobi, Hozelock, Kärcher",
-        (
-            "Tuyau d'arrosage {n} mm x {nn} m.",
-            "Lame en acier trempé.",
-            "Moteur {nn} W, poignée ergonomique.",
-            "Pour l'entretien du jardin et du potager.",
-        ),
-    ),
+    int(code): _Vocabulary(tuple(v["words"]), tuple(v["brands"]), tuple(v["phrases"]))
+    for code, v in _WORDS["categories"].items()
 }
-
-_GENERIC_WORDS = _split(
-    "Neuf, Lot De {n}, Haute Qualité, Pack, Set, Original, Nouveau, Cadeau, Mini, Grand, Noir, Blanc, Rouge, "
-    "Bleu, Rose, Vert, Gris, Taille Unique, {cm} Cm, {dim}, Pour, Avec, 2 Pièces, Couleur Aléatoire, Promo, "
-    "Édition Limitée, Accessoire, Kit, Maison, Lot, Jeu, Collection"
-)
-_GENERIC_SENTENCES = (
-    "Produit neuf et de haute qualité.",
-    "100% tout neuf et de haute qualité !",
-    "Livraison rapide et soignée.",
-    "Le paquet contient : 1 x {w}.",
-    "Couleur : {color}. Dimensions : {dim}.",
-    "Remarque : merci de permettre une erreur de 1 à 3 cm due à la mesure manuelle.",
-    "La couleur de l'article peut être légèrement différente de la photo.",
-    "Matériau : {material}.",
-    "N'hésitez pas à nous contacter pour toute question.",
-    "Idéal comme cadeau pour Noël ou un anniversaire.",
-    "Caractéristiques : {w}, {w}, {w}.",
-    "Qualité supérieure, très résistant et durable.",
-)
-_COLOURS = ("noir", "blanc", "rouge", "bleu", "vert", "rose", "gris", "beige", "doré", "argenté")
-_MATERIALS = ("plastique", "métal", "bois", "coton", "polyester", "acier inoxydable", "céramique", "résine")
-_ENTITIES = {
-    "é": "&eacute;",
-    "è": "&egrave;",
-    "à": "&agrave;",
-    "ê": "&ecirc;",
-    "ç": "&ccedil;",
-    "ô": "&ocirc;",
-}
+_GENERIC_WORDS: tuple[str, ...] = tuple(_WORDS["generic_words"])
+_GENERIC_SENTENCES: tuple[str, ...] = tuple(_WORDS["generic_sentences"])
+_COLOURS: tuple[str, ...] = tuple(_WORDS["colours"])
+_MATERIALS: tuple[str, ...] = tuple(_WORDS["materials"])
+_ENTITIES: dict[str, str] = dict(_WORDS["entities"])
 
 
 # --------------------------------------------------------------------------- images
@@ -787,7 +414,7 @@ def generate_catalogue(
         image_size: Side of the square JPEG images, in pixels.
 
     Returns:
-        The folder, ready for `load_challenge_folder` or `models.importer.import_folder`.
+        The folder, ready for `load_challenge_folder` or `catalog.importer.import_folder`.
     """
     if n_products < 1:
         raise ValueError("n_products must be at least 1")

@@ -21,14 +21,12 @@ from typing import Any
 
 import numpy as np
 
+from models.bundle import KINDS, SERVING_DIR, SERVING_SPEC
 from models.preprocessing import resize_image
 from models.text_vectorizer import NumpyTextVectorizer
 
 logger = logging.getLogger(__name__)
 
-SERVING_DIR = "serving"
-SERVING_SPEC = "serving.json"
-MODEL_KINDS = ("text", "image", "fusion")
 PARITY_TOLERANCE = 1e-4
 OPSET = 17
 
@@ -53,7 +51,7 @@ def _segment_of(vectorizer: Any) -> str | None:
     """What part of the raw text reaches `vectorizer`: None (all of it) or "title" (`TitleOf`)."""
     import keras
 
-    from models.builders import TitleOf
+    from models.training.builders import TitleOf
 
     producer = vectorizer._inbound_nodes[0].input_tensors[0]._keras_history.operation
     if isinstance(producer, TitleOf):
@@ -157,7 +155,7 @@ def export_serving(
 
     bundle_dir = Path(bundle_dir)
     metadata = json.loads((bundle_dir / "metadata.json").read_text(encoding="utf-8"))
-    size = int(metadata.get("image_size", 96))
+    size = int(metadata["image_size"])
     out_dir = bundle_dir / SERVING_DIR
     out_dir.mkdir(exist_ok=True)
     texts = sample_texts or [
@@ -175,7 +173,7 @@ def export_serving(
 
     spec: dict[str, Any] = {"format": 1, "opset": OPSET, "image_size": size, "models": {}}
     worst: dict[str, float] = {}
-    for kind in MODEL_KINDS:
+    for kind in KINDS:
         model = keras.models.load_model(bundle_dir / f"{kind}.keras", compile=False)
         try:
             entry = export_model(model, out_dir, kind)

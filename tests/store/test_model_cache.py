@@ -7,8 +7,8 @@ import logging
 import pytest
 
 from store.blob import open_blob_store
-from store.cache import PRODUCTION_RECORD, ModelCache, ModelUnavailableError, NoProductionModelError
-from store.models import ChecksumMismatchError, ModelStore, VersionNotFoundError
+from store.model_cache import PRODUCTION_RECORD, ModelCache, ModelUnavailableError, NoProductionModelError
+from store.model_store import ChecksumMismatchError, ModelStore, VersionNotFoundError
 from tests.store.bundles import bundle_files, make_bundle
 from tests.store.s3server import closed_port_url, create_bucket, running_moto_server
 
@@ -114,7 +114,7 @@ def test_an_unreachable_store_is_answered_with_the_cached_production_bundle(
     monkeypatch.setenv("AWS_ENDPOINT_URL", closed_port_url())
     unreachable = ModelStore(open_blob_store(f"s3://{s3_bucket}/m"))
 
-    with caplog.at_level(logging.WARNING, logger="store.cache"):
+    with caplog.at_level(logging.WARNING, logger="store.model_cache"):
         bundle = ModelCache(unreachable, tmp_path / "cache").fetch_production()
 
     assert (bundle.version, bundle.source, bundle.downloaded) == (V1, "cache", False)
@@ -132,7 +132,7 @@ def test_a_stopped_s3_server_is_answered_with_the_cached_production_bundle(
         cache = ModelCache(store, tmp_path / "cache")
         assert cache.fetch_production().source == "store"
 
-    with caplog.at_level(logging.WARNING, logger="store.cache"):
+    with caplog.at_level(logging.WARNING, logger="store.model_cache"):
         bundle = cache.fetch_production()  # same client, its server gone
 
     assert (bundle.version, bundle.source) == (V2, "cache")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from models.text_vectorizer import keras_standardize
-from models.word_vectors import PretrainedVectors, WordVectorsUnavailable, load_pretrained
+from models.training.word_vectors import PretrainedVectors, WordVectorsUnavailable, load_pretrained
 
 
 @pytest.fixture(scope="module")

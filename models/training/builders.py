@@ -7,7 +7,7 @@ texts, IDF weights stored as layer weights), so a saved `.keras` file carries it
 vocabularies and `keras.models.load_model` needs nothing else but this module imported
 (the custom layers are registered under the "rakuten" package).
 
-The text vectorisers use Keras' built-in standardisation only: `models.export` replicates
+The text vectorisers use Keras' built-in standardisation only: `models.training.export` replicates
 them in NumPy for serving without TensorFlow, and refuses custom callables.
 """
 
@@ -124,7 +124,7 @@ class WordVectorMean(layers.Layer):
 
     All three tables are non-trainable weights, filled once by `set_tables` and saved with
     the model: `rows` maps a token id of the `TextVectorization` (int mode) to a row of
-    `table`, the pretrained vectors (`models.word_vectors`), and `idf` weighs each token
+    `table`, the pretrained vectors (`models.training.word_vectors`), and `idf` weighs each token
     (0 for padding and out-of-vocabulary ids, so they count for nothing). Many words share a
     row, which keeps 200,000 words in a 20,000-row table.
     """
@@ -177,7 +177,7 @@ def word_vector_branch(
         inp: The string input.
         texts: Training texts (for the IDF weights only: the vocabulary is the pretrained one,
             so words never seen in training still bring their vector).
-        vectors: A `models.word_vectors.PretrainedVectors`.
+        vectors: A `models.training.word_vectors.PretrainedVectors`.
         length: Words read per text (padding and truncation).
         name: Prefix of the layer names.
     """
@@ -221,7 +221,7 @@ def build_text_tfidf(
         char_tokens: Vocabulary size of the character 2-5-grams (most frequent kept).
         dropout: Dropout on the TF-IDF features (strong: a few thousand texts, 100k features).
         hidden: Width of an optional hidden ReLU layer (0: a linear softmax head, the default).
-        word_vectors: `models.word_vectors.PretrainedVectors`, or None for n-grams only.
+        word_vectors: `models.training.word_vectors.PretrainedVectors`, or None for n-grams only.
         word_vector_length: Words per text the word-vector branch reads.
         title_tokens: Vocabulary of a third TF-IDF branch, character 2-5-grams of the title
             alone (`TitleOf`), which carries most of the signal; 0 leaves it out.
@@ -570,7 +570,7 @@ def build_fusion(text_model: keras.Model, image_model: keras.Model) -> keras.Mod
 
     Returns:
         An uncompiled model `{text, image} -> probabilities`; only the fusion layer trains
-        (fit it on held-out probabilities, see `models.train`).
+        (fit it on held-out probabilities, see `models.training.train`).
     """
     text_model.trainable = False
     image_model.trainable = False

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from sqlalchemy import update
 
+from catalog.importer import import_folder
+from catalog.products import load_products
+from catalog.synthetic import generate_catalogue
 from db.tables import Product
 from models.data import load_challenge_folder
-from models.importer import import_folder
-from models.sources import load_products
-from models.synthetic import generate_catalogue
 from store.blob import LocalBlobStore
 
 
@@ -102,7 +102,7 @@ def test_a_missing_image_blob_reads_as_no_image_with_a_warning(session_factory, 
     _add(session_factory, Product(product_id="p1", designation="Chaise", prdtypecode=1560, image_ref=key))
     store.delete(key)
     dataset = load_products(session_factory, store)
-    with caplog.at_level(logging.WARNING, logger="models.sources"):
+    with caplog.at_level(logging.WARNING, logger="catalog.products"):
         assert dataset.image_bytes(0) is None
     assert "p1" in caplog.text
 

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from models.data import Dataset
-from models.evaluate import FIGURES, KINDS, evaluate_arrays, evaluate_bundle
+from models.training.evaluate import FIGURES, KINDS, evaluate_arrays, evaluate_bundle
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
 LABELS = [10, 40, 50]
 EVERYTHING = {"method": "lac", "alpha": 0.05, "threshold": None}
 KEYS = {"n", *FIGURES, "per_class_recall"}
@@ -84,7 +84,7 @@ def test_the_cli_prints_one_json_object_with_every_kind(quick_bundle: Path, eval
         [
             sys.executable,
             "-m",
-            "models.evaluate",
+            "models.training.evaluate",
             "--bundle",
             str(quick_bundle),
             "--data",
@@ -105,7 +105,15 @@ def test_the_cli_prints_one_json_object_with_every_kind(quick_bundle: Path, eval
 
 def test_the_cli_refuses_a_folder_that_is_not_a_bundle(tmp_path: Path, eval_catalogue: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "models.evaluate", "--bundle", str(tmp_path), "--data", str(eval_catalogue)],
+        [
+            sys.executable,
+            "-m",
+            "models.training.evaluate",
+            "--bundle",
+            str(tmp_path),
+            "--data",
+            str(eval_catalogue),
+        ],
         cwd=PROJECT_ROOT,
         capture_output=True,
         text=True,

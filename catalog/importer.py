@@ -19,7 +19,7 @@ Decisions:
   takes the import's `source` and `label_status`, except that a quarantined row stays
   quarantined (an admin's decision is only undone by an admin).
 
-Usage: python -m models.importer --data DIR [--source NAME] [--report FILE]
+Usage: python -m catalog.importer --data DIR [--source NAME] [--report FILE]
 """
 
 from __future__ import annotations

@@ -14,13 +14,8 @@ import pytest
 from PIL import Image
 from sqlalchemy import func, select, update
 
-from config import get_settings
-from db import migrate
-from db.session import make_engine, make_session_factory
-from db.tables import Product
-from models import importer
-from models.data import IMAGE_DIR, X_FILE, Y_FILE, image_filename, load_challenge_folder
-from models.importer import (
+from catalog import importer
+from catalog.importer import (
     DUPLICATE_PRODUCT_ID,
     INVALID_LABEL,
     MISSING_LABEL,
@@ -31,7 +26,12 @@ from models.importer import (
     ChallengeLayoutError,
     import_folder,
 )
-from models.synthetic import generate_catalogue
+from catalog.synthetic import generate_catalogue
+from config import get_settings
+from db import migrate
+from db.session import make_engine, make_session_factory
+from db.tables import Product
+from models.data import IMAGE_DIR, X_FILE, Y_FILE, image_filename, load_challenge_folder
 from store.blob import LocalBlobStore
 
 REAL_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "rakuten"

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from catalog import synthetic
+from catalog.synthetic import MANIFEST_FILE, generate_catalogue
 from db.categories import CATEGORIES
-from models import synthetic
 from models.data import IMAGE_DIR, X_FILE, Y_FILE, image_filename, load_challenge_folder
-from models.synthetic import MANIFEST_FILE, generate_catalogue
 
 N_PRODUCTS = 400
 

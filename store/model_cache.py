@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Literal
 
 from store.blob import BlobStoreUnavailableError
-from store.models import ModelStore, check_version, utc_now
+from store.model_store import ModelStore, check_version, utc_now
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""`python -m models.registry` in a subprocess, over a folder store and a real S3 endpoint,
+"""`python -m pipelines.registry` in a subprocess, over a folder store and a real S3 endpoint,
 recording in a migrated database; and the model versions data access it relies on."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from db.model_versions import (
 )
 from db.session import make_engine, make_session_factory
 from db.tables import ModelVersion
-from store.models import open_model_store
+from store.model_store import open_model_store
 from tests.store.bundles import BROKEN_VERSIONS, make_servable_bundle, publish_broken
 from tests.store.s3server import AWS_VARIABLES_TO_CLEAR, create_bucket, running_moto_server, s3_environment
 
@@ -58,7 +58,7 @@ def registry(database_url: str, store_env: dict[str, str], tmp_path: Path):
 
     def run(*args: str) -> tuple[int, str, str]:
         done = subprocess.run(
-            [sys.executable, "-m", "models.registry", *args],
+            [sys.executable, "-m", "pipelines.registry", *args],
             cwd=workdir,
             env=env,
             capture_output=True,

@@ -1,0 +1,134 @@
+"""Fitting and predicting with Keras: the loop every model of the bundle is trained by."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from models.training.hyperparameters import LABELS, Hyperparameters
+from models.training.prepare import PreparedData
+
+logger = logging.getLogger(__name__)
+
+
+def epoch_logger(name: str, total: int) -> Any:
+    import keras
+
+    class EpochLog(keras.callbacks.Callback):
+        """One log line per epoch: progress on long runs."""
+
+        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            figures = " ".join(f"{k}={float(v):.4f}" for k, v in (logs or {}).items() if np.isscalar(v))
+            logger.info("%s epoch %d/%d %s", name, epoch + 1, total, figures)
+
+    return EpochLog()
+
+
+def strings(values: Any) -> Any:
+    """A tf.string tensor of `values` (what the text models take)."""
+    import tensorflow as tf
+
+    return tf.constant([str(v) for v in values], dtype=tf.string)
+
+
+def one_hot(y: np.ndarray) -> np.ndarray:
+    """Class indices as one-hot rows over LABELS."""
+    out = np.zeros((len(y), len(LABELS)), dtype=np.float32)
+    out[np.arange(len(y)), y] = 1.0
+    return out
+
+
+def fit(
+    model: Any,
+    x: Any,
+    y: np.ndarray,
+    validation: tuple[Any, np.ndarray] | None,
+    *,
+    name: str,
+    epochs: int,
+    patience: int,
+    learning_rate: Any,
+    weight_decay: float,
+    hp: Hyperparameters,
+    balanced: bool = False,
+) -> dict[str, list[float]]:
+    import keras
+
+    model.compile(
+        optimizer=keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=hp.label_smoothing),
+        metrics=["accuracy"],
+    )
+    callbacks = [epoch_logger(name, epochs)]
+    validation_data = None
+    if validation is not None and len(validation[1]):
+        validation_data = (validation[0], one_hot(validation[1]))
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor="val_accuracy", patience=patience, restore_best_weights=True, mode="max"
+            )
+        )
+    history = model.fit(
+        x,
+        one_hot(y),
+        validation_data=validation_data,
+        epochs=epochs,
+        batch_size=hp.batch_size,
+        verbose=0,
+        callbacks=callbacks,
+        shuffle=True,
+        class_weight=balanced_class_weights(y) if balanced else None,
+    )
+    return {k: [float(v) for v in values] for k, values in history.history.items()}
+
+
+def balanced_class_weights(y: np.ndarray) -> dict[int, float]:
+    """scikit-learn's "balanced" weights, n / (classes x count), for the classes present."""
+    classes, counts = np.unique(y, return_counts=True)
+    return {int(c): float(len(y) / (len(classes) * n)) for c, n in zip(classes, counts, strict=True)}
+
+
+def predict_probs(model: Any, x: Any, n: int, batch_size: int = 256) -> np.ndarray:
+    """Inference-mode probabilities of `model` on `n` inputs (an empty array when n is 0)."""
+    if n == 0:
+        return np.zeros((0, len(LABELS)), dtype=np.float32)
+    return np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float32)
+
+
+@dataclass
+class Predictor:
+    """Cached inference-mode probabilities of the single models, per product row."""
+
+    p: PreparedData
+    text_model: Any
+    image_model: Any
+    _text: dict[int, np.ndarray] = field(default_factory=dict)
+    _image: dict[int, np.ndarray] = field(default_factory=dict)
+
+    def text(self, rows: np.ndarray) -> np.ndarray:
+        return self._cached(
+            self._text, rows, lambda r: predict_probs(self.text_model, strings(self.p.texts[r]), len(r))
+        )
+
+    def image(self, rows: np.ndarray) -> np.ndarray:
+        return self._cached(
+            self._image, rows, lambda r: predict_probs(self.image_model, self.p.images[r], len(r))
+        )
+
+    @staticmethod
+    def _cached(cache: dict[int, np.ndarray], rows: np.ndarray, run: Any) -> np.ndarray:
+        missing = np.array(sorted({int(r) for r in rows} - set(cache)), dtype=np.int64)
+        if len(missing):
+            for r, probs in zip(missing, run(missing), strict=True):
+                cache[int(r)] = probs
+        if not len(rows):
+            return np.zeros((0, len(LABELS)), dtype=np.float32)
+        return np.stack([cache[int(r)] for r in rows])
+
+
+def accuracy(probs: np.ndarray, y: np.ndarray) -> float | None:
+    """Top-1 accuracy, or None without products."""
+    return float(np.mean(probs.argmax(axis=1) == y)) if len(y) else None

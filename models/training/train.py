@@ -1,0 +1,590 @@
+"""Train the text, image and fusion models and write a versioned bundle.
+
+    python -m models.train --data DIR [--data DIR ...] --out BUNDLE_DIR [--epochs N] [--seed N]
+        [--quick] [--text-arch tfidf|lstm] [--fusion-arch late|concat] [--image-size PX]
+
+`train()` composes public stages, each returning what the next one reads (the benchmarks
+compose them too): `prepare_data` (decode and split), `train_text_model`,
+`train_image_model`, `train_fusion_model`, `calibrate_models`, `evaluate_models`,
+`bundle_metadata` and `write_bundle`. Splits are by product id (`models.training.splits`):
+train / validation (early stopping, fusion weights) / calibration (conformal suggestion sets)
+/ test (the figures in metrics.json). The bundle is written to a sibling temporary folder and
+renamed into place last, so a bundle directory is never half-written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from db.categories import CATEGORIES
+from models.bundle import (
+    BUNDLE_VERSION_FORMAT,
+    CALIBRATION_FILE,
+    KINDS,
+    METADATA_FILE,
+    METRICS_FILE,
+    MODEL_FILES,
+    make_version,
+    write_json,
+)
+from models.data import Dataset, load_challenge_folder
+from models.training.fit import Predictor, accuracy, epoch_logger, fit, one_hot, predict_probs, strings
+from models.training.hyperparameters import (
+    FUSION_ARCHS,
+    LABELS,
+    TEXT_ARCHS,
+    Hyperparameters,
+    resolve_hyperparameters,
+)
+from models.training.prepare import PreparedData, pairs, prepare_data
+from models.training.splits import SPLITS
+from models.training.word_vectors import WordVectorsUnavailable
+
+logger = logging.getLogger(__name__)
+History = dict[str, list[float]]
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def code_revision() -> str:
+    """`git rev-parse HEAD` of the code that trains, or "unknown"."""
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).parent,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+# --------------------------------------------------------------------------- the models
+
+
+def train_text_model(p: PreparedData, hp: Hyperparameters) -> tuple[Any, History]:
+    """Build and fit the text model on the train split, early-stopped on validation."""
+    import keras
+
+    from models.training import builders
+
+    rows, val = p.rows("train", p.has_text), p.rows("validation", p.has_text)
+    if not len(rows):
+        raise ValueError("no training product has text: cannot train the text model")
+    logger.info("text model (%s): %d training texts, %d validation", hp.text_arch, len(rows), len(val))
+    if hp.text_arch == "lstm":
+        model = builders.build_text_lstm(
+            list(p.texts[rows]), len(LABELS), vocab=hp.lstm_vocab, length=hp.lstm_length
+        )
+    else:
+        vectors = None
+        if hp.word_vectors:
+            from models.training.word_vectors import load_pretrained
+
+            vectors = load_pretrained(hp.word_vectors, hp.word_vector_words, hp.word_vector_dimensions)
+        model = builders.build_text_tfidf(
+            list(p.texts[rows]),
+            len(LABELS),
+            word_tokens=hp.word_tokens,
+            char_tokens=hp.char_tokens,
+            dropout=hp.text_dropout,
+            hidden=hp.text_hidden,
+            word_vectors=vectors,
+            word_vector_length=hp.word_vector_length,
+            title_tokens=hp.title_tokens,
+        )
+    history = fit(
+        model,
+        strings(p.texts[rows]),
+        p.y[rows],
+        (strings(p.texts[val]), p.y[val]),
+        name="text",
+        epochs=hp.text_epochs,
+        patience=hp.text_patience,
+        learning_rate=hp.text_learning_rate,
+        weight_decay=hp.text_weight_decay,
+        hp=hp,
+        balanced=hp.text_balanced,
+    )
+    # An uncompiled twin on the same layers: the saved file carries no optimizer state.
+    return keras.Model(model.input, model.output, name=model.name), history
+
+
+def train_image_model(p: PreparedData, hp: Hyperparameters, seed: int = 0) -> tuple[Any, History]:
+    """Build the image CNN and fit each of its members on the train split, early-stopped on
+    validation. The members are seeded from `seed` alone (not from what ran before), so the
+    image model does not change when the text model does."""
+    import keras
+
+    from models.training import builders
+
+    rows, val = p.rows("train", p.has_image), p.rows("validation", p.has_image)
+    if not len(rows):
+        raise ValueError("no training product has an image: cannot train the image model")
+    logger.info(
+        "image model: %d training images, %d validation, %d member(s)", len(rows), len(val), hp.image_members
+    )
+    keras.utils.set_random_seed(seed + 1000)
+    model = builders.build_image_cnn(
+        len(LABELS),
+        size=hp.image_size,
+        filters=hp.image_filters,
+        top_filters=hp.image_top_filters,
+        histogram_bins=hp.histogram_bins,
+        dropout=hp.image_dropout,
+        flip_average=hp.flip_average,
+        members=hp.image_members,
+    )
+    steps_per_epoch = int(np.ceil(len(rows) / hp.batch_size))
+    history: dict[str, list[float]] = {}
+    for member in range(hp.image_members):
+        keras.utils.set_random_seed(seed + 1001 + member)
+        schedule = keras.optimizers.schedules.CosineDecay(
+            hp.image_learning_rate * 0.1,
+            decay_steps=max(hp.image_epochs * steps_per_epoch, 1),
+            warmup_target=hp.image_learning_rate,
+            warmup_steps=steps_per_epoch,
+        )
+        name = "image" if hp.image_members == 1 else f"image {member + 1}/{hp.image_members}"
+        member_history = fit(
+            builders.image_training_model(model, member),
+            p.images[rows],
+            p.y[rows],
+            (p.images[val], p.y[val]),
+            name=name,
+            epochs=hp.image_epochs,
+            patience=hp.image_patience,
+            learning_rate=schedule,
+            weight_decay=hp.image_weight_decay,
+            hp=hp,
+        )
+        # The curves of the report: the first member's (every member trains the same way).
+        history = history or member_history
+    return model, history
+
+
+def fit_late_fusion(
+    fusion: Any, text_probs: np.ndarray, image_probs: np.ndarray, y: np.ndarray, hp: Hyperparameters
+) -> History:
+    """Fit the `LateFusion` layer of `fusion` on held-out probabilities of the two models."""
+    import keras
+
+    if not len(y):
+        logger.warning("no held-out pairs to fit the fusion weights on: keeping a plain product of experts")
+        return {}
+    layer = fusion.get_layer("late_fusion")
+    a, b = keras.Input((len(LABELS),)), keras.Input((len(LABELS),))
+    head = keras.Model([a, b], layer([a, b]))
+    head.compile(keras.optimizers.Adam(0.03), keras.losses.CategoricalCrossentropy(), metrics=["accuracy"])
+    result = head.fit(
+        [text_probs, image_probs],
+        one_hot(y),
+        epochs=hp.fusion_epochs,
+        batch_size=64,
+        verbose=0,
+        shuffle=True,
+        callbacks=[epoch_logger("fusion", hp.fusion_epochs)],
+    )
+    return {k: [float(v) for v in values] for k, values in result.history.items()}
+
+
+def train_fusion_model(
+    p: PreparedData, hp: Hyperparameters, predictor: Predictor, seed: int
+) -> tuple[Any, History]:
+    """Late fusion fitted on validation pairs, or the original design's concatenation head."""
+    from models.training import builders
+
+    if hp.fusion_arch == "concat":
+        model = builders.build_fusion_concat(predictor.text_model, predictor.image_model, len(LABELS))
+        t_rows, i_rows = pairs(p, "train", per_text=hp.pseudo_pairs_per_text, seed=seed)
+        v_t, v_i = pairs(p, "validation", per_text=hp.pseudo_pairs_per_text, seed=seed + 1)
+        logger.info(
+            "fusion (concat): %d training pairs (real + pseudo), %d validation", len(t_rows), len(v_t)
+        )
+        history = fit(
+            model,
+            {"text": strings(p.texts[t_rows]), "image": p.images[i_rows]},
+            p.y[t_rows],
+            ({"text": strings(p.texts[v_t]), "image": p.images[v_i]}, p.y[v_t]),
+            name="fusion",
+            epochs=hp.fusion_epochs,
+            patience=hp.text_patience,
+            learning_rate=1e-3,
+            weight_decay=1e-4,
+            hp=hp,
+        )
+        return model, history
+    model = builders.build_fusion(predictor.text_model, predictor.image_model)
+    t_rows, i_rows = pairs(p, "validation", per_text=hp.pseudo_pairs_per_text, seed=seed)
+    logger.info(
+        "fusion (late): fitting on %d validation pairs (%d real)",
+        len(t_rows),
+        len(p.rows("validation", p.both)),
+    )
+    history = fit_late_fusion(model, predictor.text(t_rows), predictor.image(i_rows), p.y[t_rows], hp)
+    layer = model.get_layer("late_fusion")
+    logger.info(
+        "fusion weights: text %.2f, image %.2f",
+        float(np.asarray(layer.text_weight.numpy())),
+        float(np.asarray(layer.image_weight.numpy())),
+    )
+    return model, history
+
+
+def fusion_probabilities(fusion: Any, p: PreparedData, t_rows: np.ndarray, i_rows: np.ndarray) -> np.ndarray:
+    """The fusion model's probabilities on (text of row t, image of row i) pairs."""
+    return predict_probs(fusion, {"text": strings(p.texts[t_rows]), "image": p.images[i_rows]}, len(t_rows))
+
+
+@dataclass
+class TrainedModels:
+    """The three fitted Keras models, their training curves, and cached single-model predictions."""
+
+    text: Any
+    image: Any
+    fusion: Any
+    histories: dict[str, History]
+    predictor: Predictor
+
+    def by_kind(self) -> dict[str, Any]:
+        return {"text": self.text, "image": self.image, "fusion": self.fusion}
+
+
+def train_models(p: PreparedData, hp: Hyperparameters, seed: int) -> TrainedModels:
+    """Fit the text model, then the image model, then the fusion model on their outputs."""
+    text_model, text_history = train_text_model(p, hp)
+    image_model, image_history = train_image_model(p, hp, seed)
+    predictor = Predictor(p, text_model, image_model)
+    fusion, fusion_history = train_fusion_model(p, hp, predictor, seed)
+    histories = {"text": text_history, "image": image_history, "fusion": fusion_history}
+    return TrainedModels(text_model, image_model, fusion, histories, predictor)
+
+
+def calibrate_models(
+    p: PreparedData, hp: Hyperparameters, models: TrainedModels, seed: int
+) -> dict[str, Any]:
+    """The conformal thresholds of each model kind, from the calibration split (calibration.json)."""
+    from models.calibration import calibrate
+
+    calibration: dict[str, Any] = {
+        "alpha": hp.alpha,
+        "method": hp.conformal_method,
+        "delta": hp.conformal_delta,
+    }
+    c_text, c_image = p.rows("calibration", p.has_text), p.rows("calibration", p.has_image)
+    c_pairs = pairs(p, "calibration", per_text=hp.pseudo_pairs_per_text, seed=seed + 2)
+    held_out = {
+        "text": (models.predictor.text(c_text), p.y[c_text]),
+        "image": (models.predictor.image(c_image), p.y[c_image]),
+        "fusion": (fusion_probabilities(models.fusion, p, *c_pairs), p.y[c_pairs[0]]),
+    }
+    for kind, (probs, y) in held_out.items():
+        calibration[kind] = calibrate(
+            probs, y, alpha=hp.alpha, method=hp.conformal_method, delta=hp.conformal_delta
+        )
+    calibration["fusion"]["real_pairs"] = len(p.rows("calibration", p.both))
+    return calibration
+
+
+@dataclass
+class Evaluation:
+    """The test-split figures (metrics.json), confusion matrices, and the three models on pairs."""
+
+    metrics: dict[str, Any]
+    confusions: dict[str, np.ndarray]
+    on_pairs: dict[str, Any]
+
+
+def evaluate_models(p: PreparedData, models: TrainedModels, calibration: dict[str, Any]) -> Evaluation:
+    """Score each model on the test products that have its inputs."""
+    from models.training.evaluate import evaluate_arrays
+
+    t_text, t_image, t_both = p.rows("test", p.has_text), p.rows("test", p.has_image), p.rows("test", p.both)
+    test_probs = {
+        "text": models.predictor.text(t_text),
+        "image": models.predictor.image(t_image),
+        "fusion": fusion_probabilities(models.fusion, p, t_both, t_both),
+    }
+    test_y = {"text": p.y[t_text], "image": p.y[t_image], "fusion": p.y[t_both]}
+    metrics: dict[str, Any] = {}
+    confusions: dict[str, np.ndarray] = {}
+    for kind in KINDS:
+        metrics[kind], confusions[kind] = evaluate_arrays(
+            test_probs[kind], test_y[kind], calibration[kind], LABELS
+        )
+        logger.info("%s test: %s", kind, {k: v for k, v in metrics[kind].items() if k != "per_class_recall"})
+    # The fusion model must beat each single model on the products that have both inputs.
+    on_pairs = {
+        "n": len(t_both),
+        "text_accuracy": accuracy(models.predictor.text(t_both), p.y[t_both]),
+        "image_accuracy": accuracy(models.predictor.image(t_both), p.y[t_both]),
+        "fusion_accuracy": metrics["fusion"]["accuracy"],
+    }
+    logger.info("test products with both inputs: %s", on_pairs)
+    return Evaluation(metrics, confusions, on_pairs)
+
+
+def bundle_metadata(
+    p: PreparedData,
+    hp: Hyperparameters,
+    models: TrainedModels,
+    evaluation: Evaluation,
+    *,
+    seed: int,
+    quick: bool,
+    export: bool,
+) -> dict[str, Any]:
+    """metadata.json: version, labels, inputs, data fingerprint, hyperparameters, counts, sizes."""
+    from models.training import builders
+
+    fingerprint = p.data.fingerprint()
+    created = datetime.now(UTC)
+    counts = {
+        name: {
+            "products": int((p.split == name).sum()),
+            "text": int(((p.split == name) & p.has_text).sum()),
+            "image": int(((p.split == name) & p.has_image).sum()),
+            "both": int(((p.split == name) & p.both).sum()),
+        }
+        for name in SPLITS
+    }
+    return {
+        "version": make_version(fingerprint, created),
+        "version_format": BUNDLE_VERSION_FORMAT,
+        "created_at": created.isoformat(),
+        "labels": LABELS,
+        "categories": {str(code): name for code, name in CATEGORIES.items()},
+        "inputs": {
+            "text": {
+                "dtype": "string",
+                "shape": [],
+                "preprocessing": "models.preprocessing.combine_text(designation, description)",
+            },
+            "image": {
+                "dtype": "uint8",
+                "shape": [None, None, 3],
+                "preprocessing": "models.preprocessing.resize_image(image, image_size)",
+            },
+        },
+        "models": {
+            "text": {"file": MODEL_FILES["text"], "inputs": ["text"], "arch": hp.text_arch},
+            "image": {"file": MODEL_FILES["image"], "inputs": ["image"], "arch": "cnn"},
+            "fusion": {"file": MODEL_FILES["fusion"], "inputs": ["text", "image"], "arch": hp.fusion_arch},
+        },
+        "image_size": hp.image_size,
+        "data_fingerprint": fingerprint,
+        "data_sources": p.data.source,
+        "hyperparameters": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(hp).items()},
+        "quick": quick,
+        "seed": seed,
+        "splits": SPLITS,
+        "code_revision": code_revision(),
+        "counts": counts,
+        "train_class_distribution": {
+            str(LABELS[k]): int(v)
+            for k, v in zip(*np.unique(p.y[p.split == "train"], return_counts=True), strict=True)
+        },
+        "test_pairs": evaluation.on_pairs,
+        "parameters": {kind: builders.n_parameters(model) for kind, model in models.by_kind().items()},
+        "epochs_run": {kind: len(models.histories[kind].get("loss", [])) for kind in ("text", "image")},
+        "serving_exports": export,
+    }
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def train(
+    datasets: list[Dataset],
+    out_dir: Path,
+    *,
+    hyperparameters: Hyperparameters | None = None,
+    quick: bool = False,
+    seed: int = 0,
+    epochs: int | None = None,
+    text_arch: str | None = None,
+    fusion_arch: str | None = None,
+    image_size: int | None = None,
+    export: bool = True,
+) -> Path:
+    """Train all three models on `datasets` and write a complete bundle to `out_dir`.
+
+    Args:
+        datasets: One or more datasets (concatenated; a product id keeps one split).
+        out_dir: The bundle directory to create (must not exist, or be empty).
+        hyperparameters: Everything that shapes the models (default: the shipped ones, or
+            `Hyperparameters.quick()` when `quick`).
+        quick: Small models and few epochs (demos and tests: about a minute), when
+            `hyperparameters` is not given; also recorded in metadata.json.
+        seed: Seed of the splits and of Keras (`keras.utils.set_random_seed`).
+        epochs: Shorthand: the maximum epochs of the text and image models.
+        text_arch: Shorthand: "tfidf" (shipped) or "lstm" (the original design's reference).
+        fusion_arch: Shorthand: "late" (shipped: learned weights on the two log-probabilities)
+            or "concat" (the original design: features concatenated under a new head).
+        image_size: Shorthand: side of the images the image model sees.
+        export: Also write the ONNX serving exports (`serving/`), checked against Keras (the
+            LSTM reference too: its integer-sequence vectoriser has a NumPy replica).
+
+    The shorthands apply on top of `hyperparameters` when given; left at None they change
+    nothing (`resolve_hyperparameters`).
+
+    Returns:
+        The bundle directory.
+    """
+    import keras
+
+    started = time.perf_counter()
+    hp = resolve_hyperparameters(
+        hyperparameters,
+        quick=quick,
+        epochs=epochs,
+        text_arch=text_arch,
+        fusion_arch=fusion_arch,
+        image_size=image_size,
+    )
+    out_dir = Path(out_dir)
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise FileExistsError(f"{out_dir} exists and is not an empty directory")
+    keras.utils.set_random_seed(seed)
+    p = prepare_data(datasets, seed=seed, image_size=hp.image_size)
+    models = train_models(p, hp, seed)
+    calibration = calibrate_models(p, hp, models, seed)
+    evaluation = evaluate_models(p, models, calibration)
+    metadata = bundle_metadata(p, hp, models, evaluation, seed=seed, quick=quick, export=export)
+    sample_rows = p.rows("test", p.both)[:8]
+    if not len(sample_rows):
+        sample_rows = p.rows("test", p.has_text | p.has_image)[:8]
+    write_bundle(
+        out_dir,
+        metadata=metadata,
+        calibration=calibration,
+        models=models,
+        evaluation=evaluation,
+        sample_texts=[str(t) for t in p.texts[sample_rows]],
+        sample_images=p.images[sample_rows],
+        started=started,
+        export=export,
+    )
+    return out_dir
+
+
+def write_bundle(
+    out_dir: Path,
+    *,
+    metadata: dict[str, Any],
+    calibration: dict[str, Any],
+    models: TrainedModels,
+    evaluation: Evaluation,
+    sample_texts: list[str],
+    sample_images: np.ndarray,
+    started: float,
+    export: bool,
+) -> None:
+    """Write every file into a temporary sibling, then rename it to `out_dir` (written last).
+
+    The sample texts and images (test products) are what the ONNX exports are checked on.
+    """
+    from models.training.report import write_report
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    partial = out_dir.with_name(f".{out_dir.name}.partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir()
+    try:
+        for kind, model in models.by_kind().items():
+            model.save(partial / MODEL_FILES[kind])
+        metadata["training_seconds"] = round(time.perf_counter() - started, 1)
+        write_json(partial / METADATA_FILE, metadata)
+        write_json(partial / METRICS_FILE, evaluation.metrics)
+        write_json(partial / CALIBRATION_FILE, calibration)
+        write_report(partial, metadata, evaluation.metrics, evaluation.confusions, models.histories)
+        if export:
+            from models.training.export import export_serving
+
+            export_serving(
+                partial,
+                sample_texts=sample_texts or None,
+                sample_images=sample_images if len(sample_images) else None,
+            )
+        if out_dir.exists():
+            out_dir.rmdir()  # checked empty at the start
+        partial.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    logger.info(
+        "bundle %s written to %s in %.0f s", metadata["version"], out_dir, time.perf_counter() - started
+    )
+
+
+def quiet_exporters() -> None:
+    """tf2onnx and absl log every optimisation pass at INFO; keep our own progress readable."""
+    for name in ("tf2onnx", "absl", "tensorflow"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Train the text, image and fusion models into a bundle.")
+    parser.add_argument("--data", action="append", required=True, type=Path, help="a challenge-layout folder")
+    parser.add_argument("--out", required=True, type=Path, help="the bundle directory to write")
+    parser.add_argument("--epochs", type=int, help="maximum epochs of the text and image models")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help="small models, few epochs (about a minute)")
+    parser.add_argument("--text-arch", choices=TEXT_ARCHS, default="tfidf")
+    parser.add_argument("--fusion-arch", choices=FUSION_ARCHS, default="late")
+    parser.add_argument("--image-size", type=int, help="side of the images the CNN sees (default 64)")
+    parser.add_argument(
+        "--image-members", type=int, help="CNNs in the image ensemble (default 2, 1 with --quick)"
+    )
+    parser.add_argument(
+        "--no-word-vectors", action="store_true", help="text model without the pretrained word vectors"
+    )
+    args = parser.parse_args(argv)
+    hp = Hyperparameters.quick() if args.quick else Hyperparameters()
+    if args.image_members is not None:
+        if args.image_members < 1:
+            parser.error("--image-members must be at least 1")
+        hp.image_members = args.image_members
+    if args.no_word_vectors:
+        hp.word_vectors = ""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    quiet_exporters()
+    try:
+        datasets = [load_challenge_folder(folder) for folder in args.data]
+        bundle = train(
+            datasets,
+            args.out,
+            seed=args.seed,
+            quick=args.quick,
+            hyperparameters=resolve_hyperparameters(
+                hp,
+                epochs=args.epochs,
+                text_arch=args.text_arch,
+                fusion_arch=args.fusion_arch,
+                image_size=args.image_size,
+            ),
+        )
+    except (FileNotFoundError, FileExistsError, ValueError, WordVectorsUnavailable) as exc:
+        logger.error("%s", exc)
+        return 2
+    print(bundle)  # noqa: T201 - the CLI's output is the bundle path
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
