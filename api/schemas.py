@@ -76,6 +76,10 @@ class LogOut(BaseModel):
     outcome: str
     status_code: int
     error: str | None
+    designation: str | None = Field(
+        default=None, description="The title as typed (cut to LOG_TITLE_MAX_CHARS; cleared after retention)"
+    )
+    product_id: str | None = Field(default=None, description="The product the seller saved from it")
 
 
 T = TypeVar("T")

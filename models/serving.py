@@ -113,6 +113,23 @@ class ModelRuntime:
                 feeds[name] = resize_image(image, self.image_size)[None]
         return model.session.run(None, feeds)[0][0]
 
+    def predict_batch(
+        self, kind: str, texts: list[str] | None, images: list[np.ndarray] | None
+    ) -> np.ndarray:
+        """Probabilities (n x labels) for n products in one call of the `kind` model.
+
+        `texts` are cleaned texts, `images` RGB uint8 images of any size; the model's inputs
+        say which of the two it reads (both lists have n items when both are read).
+        """
+        model = self._models[kind]
+        feeds: dict[str, np.ndarray] = {}
+        for name, source, vectorizer in model.inputs:
+            if source == "text":
+                feeds[name] = vectorizer.transform([t or "" for t in texts or []])
+            else:
+                feeds[name] = np.stack([resize_image(image, self.image_size) for image in images or []])
+        return model.session.run(None, feeds)[0]
+
     def predict_text(self, text: str) -> np.ndarray:
         """Probabilities over `labels` for a cleaned text (`combine_text` output)."""
         return self._run("text", text, None)
