@@ -79,7 +79,9 @@ class LogOut(BaseModel):
     designation: str | None = Field(
         default=None, description="The title as typed (cut to LOG_TITLE_MAX_CHARS; cleared after retention)"
     )
-    product_id: str | None = Field(default=None, description="The product the seller saved from it")
+    product: int | None = Field(
+        default=None, description="Id of the product the seller saved from it (GET /products/{id})"
+    )
 
 
 T = TypeVar("T")

@@ -21,10 +21,10 @@ def query_logs(
     until: datetime | None = None,
     offset: int = 0,
     limit: int = 50,
-) -> tuple[int, list[tuple[PredictionLog, str | None, str | None]]]:
-    """Total matching and one page of (log, username, saved product id), newest first."""
+) -> tuple[int, list[tuple[PredictionLog, str | None, int | None]]]:
+    """Total matching and one page of (log, username, id of the product saved from it), newest first."""
     stmt: Select = (
-        select(PredictionLog, User.username, Product.product_id)
+        select(PredictionLog, User.username, Product.id)
         .outerjoin(User, PredictionLog.user_id == User.id)
         .outerjoin(Product, Product.request_id == PredictionLog.request_id)
     )

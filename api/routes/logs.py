@@ -21,8 +21,8 @@ Until = Annotated[UtcDateTime | None, Query(description="Only logs before this t
 
 def _page(total: int, rows, offset: int, limit: int) -> Page[LogOut]:
     items = [
-        LogOut.model_validate(log).model_copy(update={"username": name, "product_id": product_id})
-        for log, name, product_id in rows
+        LogOut.model_validate(log).model_copy(update={"username": name, "product": product})
+        for log, name, product in rows
     ]
     return Page[LogOut](items=items, total=total, offset=offset, limit=limit)
 

@@ -166,13 +166,13 @@ async function loadLogs() {
   const rows = page.items.map((log) => {
     const top = log.top_prdtypecode;
     const category = top === null ? "–" : `${state.categories.get(top) || top} (${top})`;
-    const product = log.product_id
+    const product = log.product
       ? h(
           "button",
           {
             type: "button",
             class: "button small",
-            onclick: () => showProduct(log.product_id),
+            onclick: () => showProduct(log.product),
             "aria-label": `Product saved from request ${log.request_id}`,
           },
           "Saved product",
