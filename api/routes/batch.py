@@ -77,6 +77,23 @@ class BatchResponse(BaseModel):
     latency_ms: float
 
 
+def _inlined(schema: dict[str, Any]) -> dict[str, Any]:
+    """A model's JSON schema with its `$defs` references inlined (OpenAPI has no `$defs`)."""
+    defs = schema.pop("$defs", {})
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return walk(dict(defs[ref.removeprefix("#/$defs/")]))
+            return {key: walk(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [walk(item) for item in node]
+        return node
+
+    return walk(schema)
+
+
 BATCH_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"description": "Missing, expired or invalid token"},
     413: {"description": "Body over the size limit of one /predict request"},
@@ -103,7 +120,7 @@ class _Item:
     openapi_extra={
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": BatchRequest.model_json_schema()}},
+            "content": {"application/json": {"schema": _inlined(BatchRequest.model_json_schema())}},
         }
     },
 )
