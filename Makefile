@@ -12,10 +12,16 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 help:  ## List the targets
 	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
+# The first install downloads about 2.8 GB (TensorFlow and tf2onnx for training, spaCy's French
+# vectors, ONNX Runtime, Airflow-free test tools): 3 to 5 minutes on a good connection. It says
+# so up front, then prints one line per package as pip collects it.
 $(VENV)/.installed: requirements-serve.txt requirements.txt requirements-dev.txt
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements-dev.txt
+	@test -x $(PY) || { echo "== creating the virtualenv $(VENV) ($(PYTHON))"; $(PYTHON) -m venv $(VENV); }
+	@echo "== installing the Python dependencies into $(VENV): about 2.8 GB, 3-5 minutes the first time"
+	@$(PY) -m pip install --quiet --upgrade pip
+	@set -o pipefail; $(PY) -m pip install --progress-bar off -r requirements-dev.txt \
+	  | grep --line-buffered -E '^(Collecting|Installing collected|Successfully installed)' \
+	  | sed -u -E 's/^Collecting ([^ ;]+).*/   collecting \1/; s/^Successfully installed.*/   done/'
 	@touch $@
 
 venv: $(VENV)/.installed  ## Create the virtualenv and install the requirements
@@ -23,9 +29,17 @@ venv: $(VENV)/.installed  ## Create the virtualenv and install the requirements
 migrate: venv  ## Apply the database migrations
 	$(PY) -m db.migrate upgrade
 
-run: migrate  ## Bootstrap the embedded default if needed, then serve on http://127.0.0.1:PORT (8000)
-	$(PY) -m pipelines.bootstrap
-	PORT=$(PORT) $(PY) -m api
+# The port is checked first (a busy one fails in a second, not after the model load); the
+# bootstrap prints its progress lines only; the server prints a banner once it listens.
+# BOOTSTRAP_DATA=DIR bootstraps from a challenge-layout folder instead of the synthetic catalogue.
+run: venv  ## Bootstrap the embedded default if needed, then serve on http://127.0.0.1:PORT (8000)
+	@PORT=$(PORT) $(PY) -m api.launch check-port
+	@echo "== database migrations"
+	@set -o pipefail; $(PY) -m db.migrate upgrade 2>&1 | { grep -v -E '^(Context impl|Will assume)' || true; }
+	@echo "== first model (nothing to do when the model store already has one)"
+	@$(PY) -m pipelines.bootstrap
+	@echo "== starting the server on port $(PORT)"
+	@PORT=$(PORT) LOG_LEVEL=$${LOG_LEVEL:-WARNING} $(PY) -m api --banner
 
 serve: migrate  ## Serve without the bootstrap step
 	PORT=$(PORT) $(PY) -m api

@@ -2,19 +2,38 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
+import sys
 
 import uvicorn
 
+from api.launch import banner, port_problem
 from api.main import create_app
 from config import get_settings
 
 
-def main() -> None:
+class BannerServer(uvicorn.Server):
+    """A uvicorn server that prints where to go once it is listening (`make run`)."""
+
+    async def startup(self, sockets=None) -> None:  # type: ignore[no-untyped-def]
+        await super().startup(sockets=sockets)
+        if self.started:
+            sys.stdout.write(banner(get_settings()) + "\n")
+            sys.stdout.flush()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m api", description=__doc__.splitlines()[0])
+    parser.add_argument("--banner", action="store_true", help="print the URLs and sign-in once up")
+    args = parser.parse_args(argv)
     settings = get_settings()
+    problem = port_problem(settings.HOST, settings.PORT)  # before anything heavy is loaded
+    if problem:
+        raise SystemExit(f"python -m api: {problem}")
     logging.basicConfig(level=settings.LOG_LEVEL, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     level = settings.LOG_LEVEL.lower()
-    uvicorn.run(
+    config = uvicorn.Config(
         create_app(settings),
         host=settings.HOST,
         port=settings.PORT,
@@ -32,6 +51,7 @@ def main() -> None:
         timeout_keep_alive=settings.KEEP_ALIVE_TIMEOUT_SECONDS,
         limit_concurrency=settings.MAX_CONCURRENT_CONNECTIONS,
     )
+    (BannerServer if args.banner else uvicorn.Server)(config).run()
 
 
 if __name__ == "__main__":

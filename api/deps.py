@@ -139,9 +139,9 @@ class RateLimitExceededError(Exception):
         self.retry_after = retry_after
 
 
-def check_rate_limit(request: Request, name: str, user: User) -> None:
-    """Count one request of `user` against the limit `name` (RateLimitExceededError beyond it)."""
-    retry_after = request.app.state.rate_limiter.hit(name, str(user.id))
+def check_rate_limit(request: Request, name: str, user: User, cost: int = 1) -> None:
+    """Count `cost` requests of `user` against the limit `name` (RateLimitExceededError beyond it)."""
+    retry_after = request.app.state.rate_limiter.hit(name, str(user.id), cost=cost)
     if retry_after is not None:
         raise RateLimitExceededError(name, retry_after)
 

@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -33,7 +34,20 @@ from api.login import refuse_placeholder_admins_in_production
 from api.metrics import Metrics
 from api.model_manager import LoadedModel, ModelManager
 from api.rate_limit import RateLimiter
-from api.routes import auth, health, logs, model_versions, monitoring, predict, products, stats, ui, users
+from api.retention import TitleRetention
+from api.routes import (
+    auth,
+    batch,
+    health,
+    logs,
+    model_versions,
+    monitoring,
+    predict,
+    products,
+    stats,
+    ui,
+    users,
+)
 from api.schemas import REQUEST_ID_PATTERN
 from api.security import password_hasher
 from api.user_cache import ActiveUserCache
@@ -100,9 +114,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     app.state.models = manager
     manager.start()
+    retention = TitleRetention(app.state.session_factory, settings)
+    retention.start()
     try:
         yield
     finally:
+        retention.stop()
         manager.stop()
         writer.stop()
         engine.dispose()
@@ -112,7 +129,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the application; `settings` defaults to the environment's."""
     settings = settings or get_settings()
     docs = settings.API_DOCS_ENABLED
-    app = FastAPI(
+    # Swagger UI and ReDoc from the fastapi-offline package's own copies: /docs works offline.
+    app = (FastAPIOffline if docs else FastAPI)(
         title="Rakuten product-type classifier",
         version="1.0.0",
         description="Ranked product-type recommendations for Rakuten France listings.",
@@ -197,7 +215,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         idle_timeout=settings.BODY_IDLE_TIMEOUT_SECONDS,
         total_timeout=settings.BODY_READ_TIMEOUT_SECONDS,
     )
-    for module in (health, auth, users, predict, logs, products, model_versions, monitoring, stats, ui):
+    for module in (
+        health,
+        auth,
+        users,
+        batch,
+        predict,
+        logs,
+        products,
+        model_versions,
+        monitoring,
+        stats,
+        ui,
+    ):
         app.include_router(module.router)
     app.mount("/static", ui.static_files(), name="static")
     return app

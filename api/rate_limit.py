@@ -26,11 +26,11 @@ class RateLimiter:
         self._limiter = MovingWindowRateLimiter(storage_from_string(storage_uri))
         self._limits: dict[str, list[RateLimitItem]] = {name: parse_many(v) for name, v in limits.items()}
 
-    def hit(self, name: str, key: str) -> int | None:
-        """Count one request; None when allowed, else the seconds until the client may retry."""
+    def hit(self, name: str, key: str, cost: int = 1) -> int | None:
+        """Count `cost` requests; None when allowed, else the seconds until the client may retry."""
         try:
             for item in self._limits[name]:
-                if not self._limiter.hit(item, name, key):
+                if not self._limiter.hit(item, name, key, cost=cost):
                     stats = self._limiter.get_window_stats(item, name, key)
                     return max(1, math.ceil(stats.reset_time - time.time()))
         except Exception as exc:  # a shared storage outage must not take the API down: fail open

@@ -76,6 +76,12 @@ class LogOut(BaseModel):
     outcome: str
     status_code: int
     error: str | None
+    designation: str | None = Field(
+        default=None, description="The title as typed (cut to LOG_TITLE_MAX_CHARS; cleared after retention)"
+    )
+    product: int | None = Field(
+        default=None, description="Id of the product the seller saved from it (GET /products/{id})"
+    )
 
 
 T = TypeVar("T")

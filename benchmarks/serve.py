@@ -6,7 +6,11 @@ the bundle) and the naive baseline (`benchmarks/naive_app.py`: the same `.keras`
 requests at concurrency 1 and 8, and prints p50/p95/p99 latency, throughput and the service's
 resident memory.
 
-    python -m benchmarks.serve [--bundle BUNDLE_DIR] [--requests 200]
+    python -m benchmarks.serve [--bundle BUNDLE_DIR] [--requests 200] [--batch-only]
+
+Then bulk listings: the same text listings sent one `/predict` at a time at concurrency 1
+against `POST /predict/batch` calls of `--batch-size` items (also at concurrency 1), as
+items per second; `--batch-only` runs just that part (no naive baseline).
 
 Without --bundle, a --quick bundle is trained on a synthetic catalogue first.
 """
@@ -111,6 +115,25 @@ def run_load(send: Callable[[httpx.Client], httpx.Response], n: int, concurrency
     }
 
 
+def batch_figures(api_url: str, auth: dict[str, str], items: int, batch_size: int) -> dict[str, float]:
+    """Items per second: one /predict per listing vs /predict/batch, both at concurrency 1."""
+    listings = [{"designation": f"{TITLE} lot {i}", "description": DESCRIPTION} for i in range(items)]
+    with httpx.Client(timeout=120, headers=auth) as client:
+        for listing in listings[:10]:  # warm-up
+            client.post(f"{api_url}/predict", json=listing)
+        client.post(f"{api_url}/predict/batch", json={"items": listings[:batch_size]})
+        started = time.perf_counter()
+        for listing in listings:
+            assert client.post(f"{api_url}/predict", json=listing).status_code == 200
+        single = items / (time.perf_counter() - started)
+        started = time.perf_counter()
+        for i in range(0, items, batch_size):
+            response = client.post(f"{api_url}/predict/batch", json={"items": listings[i : i + batch_size]})
+            assert response.status_code == 200 and response.json()["failed"] == 0
+        batched = items / (time.perf_counter() - started)
+    return {"single_items_per_s": single, "batch_items_per_s": batched, "ratio": batched / single}
+
+
 def make_bundle(workdir: Path) -> Path:
     from catalog.synthetic import generate_catalogue
     from models.data import load_challenge_folder
@@ -125,6 +148,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--bundle", type=Path)
     parser.add_argument("--requests", type=int, default=200, help="requests per scenario")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    parser.add_argument("--batch-only", action="store_true", help="only single vs batch throughput")
+    parser.add_argument("--batch-size", type=int, default=50, help="items per /predict/batch call")
+    parser.add_argument("--batch-items", type=int, default=1000, help="listings in the batch comparison")
     args = parser.parse_args(argv)
 
     workdir = Path(tempfile.mkdtemp(prefix="serve-bench-"))
@@ -155,24 +181,36 @@ def main(argv: list[str] | None = None) -> None:
     }
     subprocess.run([sys.executable, "-m", "db.migrate", "upgrade"], env=env, check=True, cwd=ROOT)
     api = subprocess.Popen([sys.executable, "-m", "api"], env=env, cwd=ROOT)
-    naive = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.naive_app", str(bundle), str(naive_port)], env=env, cwd=ROOT
+    naive = (
+        None
+        if args.batch_only
+        else subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.naive_app", str(bundle), str(naive_port)], env=env, cwd=ROOT
+        )
     )
+    results: dict[str, dict] = {}
     try:
         api_url, naive_url = f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{naive_port}"
         wait_until_up(f"{api_url}/ready", api)
-        wait_until_up(f"{naive_url}/docs", naive)
         token = httpx.post(
             f"{api_url}/login", data={"username": "admin", "password": "bench-admin-password"}
         ).json()["access_token"]
         auth = {"Authorization": f"Bearer {token}"}
+        batch = batch_figures(api_url, auth, args.batch_items, args.batch_size)
+        if naive is None:
+            print(
+                f"text listings at concurrency 1: {batch['single_items_per_s']:.0f} items/s one /predict each, "
+                f"{batch['batch_items_per_s']:.0f} items/s in /predict/batch calls of {args.batch_size} "
+                f"= {batch['ratio']:.1f}x"
+            )
+            return
+        wait_until_up(f"{naive_url}/docs", naive)
         image = jpeg_500()
         scenarios = {
             "text": ({"designation": TITLE, "description": DESCRIPTION}, None),
             "image": ({}, image),
             "fusion": ({"designation": TITLE, "description": DESCRIPTION}, image),
         }
-        results: dict[str, dict] = {}
         for name, (data, img) in scenarios.items():
             for target, url, headers in (("service", api_url, auth), ("naive", naive_url, {})):
 
@@ -195,11 +233,12 @@ def main(argv: list[str] | None = None) -> None:
         memory = rss_mb(api.pid)
     finally:
         for proc in (api, naive):
-            proc.terminate()
-            proc.wait(timeout=30)
+            if proc is not None:
+                proc.terminate()
+                proc.wait(timeout=30)
 
     if args.json:
-        print(json.dumps({"results": results, "service_rss_mb": memory}, indent=2))
+        print(json.dumps({"results": results, "batch": batch, "service_rss_mb": memory}, indent=2))
         return
     print(f"{'scenario':<24}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'req/s':>9}{'errors':>8}")
     for key, r in results.items():
@@ -213,6 +252,11 @@ def main(argv: list[str] | None = None) -> None:
         )
         print(f"{name}: service throughput at concurrency 8 = {ratio:.1f}x the naive baseline")
     print(f"service resident memory after the run: {memory:.0f} MB")
+    print(
+        f"text listings at concurrency 1: {batch['single_items_per_s']:.0f} items/s one /predict each, "
+        f"{batch['batch_items_per_s']:.0f} items/s in /predict/batch calls of {args.batch_size} "
+        f"= {batch['ratio']:.1f}x"
+    )
 
 
 if __name__ == "__main__":

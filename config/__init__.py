@@ -114,6 +114,12 @@ class Settings(BaseSettings):
     # Uvicorn's wait for in-flight requests at shutdown; with LOG_DRAIN_SECONDS it must fit in
     # the orchestrator's grace (compose stop_grace_period, k8s terminationGracePeriodSeconds: 30 s).
     SHUTDOWN_GRACE_SECONDS: float = Field(default=10.0, ge=0, le=60)
+    # The title as the seller typed it is kept in the log (cut to this many characters; 0: not
+    # kept) so that a bad prediction can be investigated, and cleared after this many days by
+    # the API's hourly retention task (api/retention.py; 0: cleared at the next run).
+    LOG_TITLE_MAX_CHARS: int = Field(default=200, ge=0, le=2000)
+    LOG_TITLE_RETENTION_DAYS: float = Field(default=30.0, ge=0)
+    LOG_TITLE_PURGE_SECONDS: float = Field(default=3600.0, gt=0)
 
     # Database outages: routes that need the database answer 503 with this Retry-After.
     DB_RETRY_AFTER_SECONDS: int = Field(default=5, ge=1, le=300)
@@ -127,6 +133,9 @@ class Settings(BaseSettings):
     RATE_LIMIT_STORAGE_URI: str = "memory://"
     RATE_LIMIT_PREDICT: str = "120/minute"
     RATE_LIMIT_PRODUCTS: str = "30/minute"
+    # POST /predict/batch: at most this many items per call; each item counts as one request
+    # against RATE_LIMIT_PREDICT (a batch over the remaining allowance is refused whole, 429).
+    BATCH_MAX_ITEMS: int = Field(default=100, ge=1, le=1000)
 
     # Operations endpoints. /metrics: public in development; in production it needs this bearer
     # token (and answers 404 while none is set). /docs, /redoc and /openapi.json can be turned off.
@@ -134,6 +143,10 @@ class Settings(BaseSettings):
     API_DOCS_ENABLED: bool = True
 
     # Pipelines (Airflow tasks, `make run` bootstrap)
+    # `make run` on an empty model store: a challenge-layout folder (X_train_update.csv,
+    # Y_train_CVw08PX.csv, images/image_train/) to import and train on; unset, the synthetic
+    # catalogue (and the model is marked a demo).
+    BOOTSTRAP_DATA: Path | None = None
     API_URL: str = "http://127.0.0.1:8000"
     TRAIN_MODE: Literal["inprocess", "docker"] = "inprocess"
     TRAIN_IMAGE: str = "rakuten-classifier-train:latest"

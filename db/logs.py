@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, func, select, update
 from sqlalchemy.orm import Session
 
-from db.tables import PredictionLog, User
+from db.tables import PredictionLog, Product, User
 
 
 def query_logs(
@@ -21,9 +21,13 @@ def query_logs(
     until: datetime | None = None,
     offset: int = 0,
     limit: int = 50,
-) -> tuple[int, list[tuple[PredictionLog, str | None]]]:
-    """Total matching and one page of (log, username), newest first."""
-    stmt: Select = select(PredictionLog, User.username).outerjoin(User, PredictionLog.user_id == User.id)
+) -> tuple[int, list[tuple[PredictionLog, str | None, int | None]]]:
+    """Total matching and one page of (log, username, id of the product saved from it), newest first."""
+    stmt: Select = (
+        select(PredictionLog, User.username, Product.id)
+        .outerjoin(User, PredictionLog.user_id == User.id)
+        .outerjoin(Product, Product.request_id == PredictionLog.request_id)
+    )
     if user_id is not None:
         stmt = stmt.where(PredictionLog.user_id == user_id)
     if username is not None:
@@ -40,8 +44,19 @@ def query_logs(
     rows = session.execute(
         stmt.order_by(PredictionLog.created_at.desc(), PredictionLog.id.desc()).offset(offset).limit(limit)
     ).all()
-    return total, [(log, name) for log, name in rows]
+    return total, [(log, name, product_id) for log, name, product_id in rows]
 
 
 def get_log(*, session: Session, request_id: str) -> PredictionLog | None:
     return session.scalar(select(PredictionLog).where(PredictionLog.request_id == request_id))
+
+
+def clear_typed_titles(*, session: Session, before: datetime) -> int:
+    """Forget the typed titles of logs written before `before`; returns how many were cleared."""
+    result = session.execute(
+        update(PredictionLog)
+        .where(PredictionLog.created_at < before, PredictionLog.designation.is_not(None))
+        .values(designation=None)
+    )
+    session.commit()
+    return result.rowcount or 0

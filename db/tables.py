@@ -117,6 +117,8 @@ class PredictionLog(Base):
     outcome: Mapped[str] = mapped_column(String(32), index=True)
     status_code: Mapped[int] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
+    # The title as typed, cut to LOG_TITLE_MAX_CHARS and cleared after LOG_TITLE_RETENTION_DAYS.
+    designation: Mapped[str | None] = mapped_column(Text)
 
     user: Mapped[User | None] = relationship(lazy="raise")
 

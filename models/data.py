@@ -192,4 +192,6 @@ def load_challenge_folder(folder: str | Path, *, only_labels: set[int] | None = 
         paths.append(image if image.is_file() else None)
     if skipped:
         logger.warning("%s: skipped %d rows without a usable label", folder, skipped)
-    return Dataset(ids, des, desc, np.array(labels, dtype=np.int64), paths, source=str(folder))
+    # A catalogue of catalog.synthetic says so (synthetic.json): bundles trained on it are demos.
+    source = f"synthetic:{folder}" if (folder / "synthetic.json").is_file() else str(folder)
+    return Dataset(ids, des, desc, np.array(labels, dtype=np.int64), paths, source=source)

@@ -482,3 +482,50 @@ def monitor_window(settings: Any, start: datetime, end: datetime) -> dict[str, A
     for flag in report.flags:
         logger.warning("flag %s: %s (threshold %s)", flag.code, flag.detail, flag.threshold)
     return summary
+
+
+def _utc(text: str) -> datetime:
+    """An ISO 8601 date or time from the command line, as an aware UTC datetime."""
+    from datetime import UTC
+
+    value = datetime.fromisoformat(text)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """`python -m pipelines.monitor --start ISO --end ISO`: the DAG's report task, from a shell."""
+    import argparse
+    import json
+    from datetime import timedelta
+
+    from config import get_settings
+
+    parser = argparse.ArgumentParser(
+        prog="python -m pipelines.monitor",
+        description=(
+            "Build and store the live quality report of one window of prediction logs, exactly as "
+            "the daily monitoring DAG (airflow/dags/monitor.py) does: live hit rates on products "
+            "sellers confirmed, confidence, predicted-class and input drift, flags past the "
+            "MONITOR_* thresholds. The admin console shows the latest report. A rerun of the "
+            "same window replaces its report."
+        ),
+        epilog="Example: python -m pipelines.monitor --start 2026-12-01T00:00 --end 2026-12-02T00:00",
+    )
+    parser.add_argument("--start", type=_utc, help="window start, ISO 8601 (default: END minus 1 day)")
+    parser.add_argument("--end", type=_utc, help="window end, ISO 8601, excluded (default: now)")
+    args = parser.parse_args(argv)
+    settings = get_settings()
+    logging.basicConfig(level=settings.LOG_LEVEL, format="%(asctime)s %(name)s: %(message)s")
+    from datetime import UTC
+
+    end = args.end or datetime.now(UTC)
+    start = args.start or end - timedelta(days=1)
+    if start >= end:
+        parser.error("--start must be before --end")
+    summary = monitor_window(settings, start, end)
+    print(json.dumps(summary, indent=2))  # noqa: T201 - the CLI's output
+    return summary
+
+
+if __name__ == "__main__":
+    main()

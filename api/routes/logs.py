@@ -20,7 +20,10 @@ Until = Annotated[UtcDateTime | None, Query(description="Only logs before this t
 
 
 def _page(total: int, rows, offset: int, limit: int) -> Page[LogOut]:
-    items = [LogOut.model_validate(log).model_copy(update={"username": name}) for log, name in rows]
+    items = [
+        LogOut.model_validate(log).model_copy(update={"username": name, "product": product})
+        for log, name, product in rows
+    ]
     return Page[LogOut](items=items, total=total, offset=offset, limit=limit)
 
 

@@ -15,6 +15,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict
 
 from api.deps import AdminUser, CurrentUser
+from api.model_info import version_training_data
 from api.model_manager import ReloadError
 from pipelines.registry_ops import DatabaseRecordError, promote_version, rollback_production
 from store.model_store import ModelStoreError
@@ -43,16 +44,31 @@ async def list_models(request: Request, user: CurrentUser) -> dict[str, Any]:
                 {**v.to_dict(), "location": store.location(v.version)} if is_admin else v.to_dict()
                 for v in store.list_versions()
             ]
-            production = store.production()
+            pointer = store.production_pointer()
+            production = pointer.current.version if pointer else None
+            # What a rollback would return to (None: the button is disabled in the console).
+            rollback_target = pointer.history[0].version if pointer and pointer.history else None
             reachable = True
         except Exception as exc:  # the store being down must not break this page
             logger.warning("model store unreachable: %s", exc)
-            versions, production, reachable = [], None, False
-        listing = {"store_reachable": reachable, "versions": versions, "production": production}
+            versions, production, rollback_target, reachable = [], None, None, False
+        for entry in versions:  # what each version was trained on (a synthetic demo, ...)
+            entry["training_data"] = version_training_data(store, entry["version"])
+            if not is_admin:  # the detail names local folders
+                entry["training_data"]["detail"] = ""
+        listing = {
+            "store_reachable": reachable,
+            "versions": versions,
+            "production": production,
+            "rollback_target": rollback_target,
+        }
         return {"store": store.uri, **listing} if is_admin else listing
 
     result = await run_in_threadpool(read_store)
     result["loaded"] = state.models.status(redact=not is_admin)
+    served = next((v for v in result["versions"] if v["version"] == result["loaded"].get("version")), None)
+    # True when the model answering now was trained on the synthetic catalogue: the pages say so.
+    result["demo"] = bool(served and served["training_data"]["demo"])
     return result
 
 

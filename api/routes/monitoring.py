@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter, HTTPException, Request, status
+from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict
 
 from api.deps import AdminUser, SessionDep
 from api.params import Offset, limit_query
 from api.schemas import Page
 from db import monitoring
+from pipelines import monitor
 
 router = APIRouter(prefix="/monitoring", tags=["monitoring"])
 
@@ -46,5 +48,17 @@ def latest_report(session: SessionDep, _admin: AdminUser) -> MonitoringReportOut
     """The report of the latest monitored window (admins only)."""
     row = monitoring.latest_report(session=session)
     if row is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "No monitoring report yet")
+    return MonitoringReportOut.model_validate(row)
+
+
+@router.post("/reports/run", response_model=MonitoringReportOut, status_code=status.HTTP_201_CREATED)
+async def run_report(request: Request, session: SessionDep, _admin: AdminUser) -> MonitoringReportOut:
+    """Build and store the report of the last 24 hours now, as the monitoring DAG does (admins only)."""
+    end = datetime.now(UTC)
+    # The same function as the DAG's report task and `python -m pipelines.monitor`.
+    await run_in_threadpool(monitor.monitor_window, request.app.state.settings, end - timedelta(days=1), end)
+    row = monitoring.latest_report(session=session)
+    if row is None:  # another run stored a later window in between: still not an error
         raise HTTPException(status.HTTP_404_NOT_FOUND, "No monitoring report yet")
     return MonitoringReportOut.model_validate(row)

@@ -109,6 +109,7 @@ async def predict(request: Request) -> JSONResponse:
         "created_at": datetime.now(UTC),
         "inputs": {},
         "predictions": [],
+        "designation": None,  # the title as typed (LOG_TITLE_MAX_CHARS; api/retention.py clears it)
     }
     status_code, outcome, error = 500, "error", None
     try:
@@ -118,6 +119,8 @@ async def predict(request: Request) -> JSONResponse:
         check_rate_limit(request, "predict", user)
         inputs = await parse_predict_request(request, state.settings)
         log["inputs"] = inputs.summary
+        if state.settings.LOG_TITLE_MAX_CHARS:
+            log["designation"] = inputs.designation[: state.settings.LOG_TITLE_MAX_CHARS] or None
         try:
             loaded = state.models.current
         except NoModelError as exc:

@@ -10,6 +10,7 @@ PIN = re.compile(r"^([A-Za-z0-9_.-]+)(\[[^\]]*\])?==(\S+)")
 # What only the API process needs: Airflow's resolver picks its own (fastapi must stay < 0.137).
 API_SERVER_ONLY = {
     "fastapi",
+    "fastapi-offline",  # Swagger UI and ReDoc assets for /docs and /redoc
     "starlette",
     "uvicorn",
     "python-multipart",

@@ -7,12 +7,15 @@ never skip them silently. Screenshots go to tests/artifacts/screenshots/ (git-ig
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -199,4 +202,56 @@ def shoot(request) -> Callable:
 def sign_in(page, username: str, password: str) -> None:  # type: ignore[no-untyped-def]
     page.locator("#signin-username").fill(username)
     page.locator("#signin-password").fill(password)
-    page.get_by_role("button", name="Sign in").click()
+    page.locator("#signin-form button[type=submit]").click()
+
+
+AXE_DIR = Path(__file__).resolve().parent / "axe"
+AXE_SCRIPT = AXE_DIR / "node_modules" / "axe-core" / "axe.min.js"
+
+
+@pytest.fixture(scope="session")
+def axe_script() -> str:
+    """axe-core's browser build, installed from tests/ui/axe/package-lock.json (npm ci) if missing."""
+    if not AXE_SCRIPT.is_file() and shutil.which("npm"):
+        subprocess.run(
+            ["npm", "ci", "--prefix", str(AXE_DIR), "--no-audit", "--no-fund", "--silent"],
+            check=False,
+            timeout=300,
+        )
+    if not AXE_SCRIPT.is_file():
+        reason = f"axe-core is not installed ({AXE_SCRIPT}; run npm ci --prefix {AXE_DIR})"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason, pytrace=False)
+        pytest.skip(reason)
+    return AXE_SCRIPT.read_text(encoding="utf-8")
+
+
+def axe_violations(page, script: str, impacts: tuple[str, ...] = ("serious", "critical")) -> list[str]:  # type: ignore[no-untyped-def]
+    """Run axe-core on the page as it is; the violations of these impacts, one line each.
+
+    The script is evaluated in the page rather than added as a <script> tag, so that the
+    pages' Content-Security-Policy (script-src 'self') does not have to change for tests.
+    """
+    page.evaluate(script)
+    results = page.evaluate("async () => await axe.run(document, {resultTypes: ['violations']})")
+    return [
+        f"{v['id']} ({v['impact']}): {v['help']} -- " + "; ".join(n["target"][0] for n in v["nodes"][:5])
+        for v in results["violations"]
+        if v["impact"] in impacts
+    ]
+
+
+def block_the_internet(page) -> list[str]:  # type: ignore[no-untyped-def]
+    """Abort every request that does not go to this machine; returns the URLs refused."""
+    refused: list[str] = []
+
+    def route(route) -> None:  # type: ignore[no-untyped-def]
+        host = urlsplit(route.request.url).hostname or ""
+        if host in ("127.0.0.1", "localhost", "::1") or route.request.url.startswith(("data:", "blob:")):
+            route.continue_()
+        else:
+            refused.append(route.request.url)
+            route.abort("internetdisconnected")
+
+    page.route("**/*", route)
+    return refused

@@ -1,6 +1,7 @@
 """The seller's listing page in headless Chromium, against the real app and a trained quick bundle."""
 
 import base64
+import re
 
 import pytest
 
@@ -20,7 +21,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 SELLER = ("carla", "carla-password-1")
 TITLE = "Bâche de piscine hors sol 4x8 m avec filtre à sable"
-EXPIRED = "Your session expired, please sign in again."
+EXPIRED = "Votre session a expiré, veuillez vous reconnecter."
 
 
 def drop_file(page, selector: str, name: str, data: bytes, mime: str) -> None:  # type: ignore[no-untyped-def]
@@ -59,38 +60,38 @@ def test_a_seller_gets_suggestions_adds_a_photo_and_confirms_a_category(
 ):
     page = new_page()
     page.goto(live_server.url + "/")
-    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    expect(page.get_by_role("heading", name="Connexion")).to_be_visible()
     shoot(page, "1-sign-in")
     seller = live_server.register(*SELLER)
     sign_in(page, *SELLER)
-    expect(page.locator("#whoami")).to_have_text("carla (seller)")
-    expect(page.get_by_label("Title")).to_be_focused()
+    expect(page.locator("#whoami")).to_have_text("carla (vendeur)")
+    expect(page.get_by_label("Titre")).to_be_focused()
 
     sent = predict_requests(page)
-    page.get_by_label("Title").press_sequentially(TITLE, delay=15)
+    page.get_by_label("Titre").press_sequentially(TITLE, delay=15)
     suggestions = page.locator("#suggestions .suggestion")
     expect(suggestions.first).to_be_visible()
     assert len(sent) <= 3, f"typing {len(TITLE)} characters sent {len(sent)} requests: not debounced"
-    expect(page.locator("#suggestions-status")).to_contain_text("Best match")
-    expect(page.locator("#model-info")).to_contain_text("text model")
+    expect(page.locator("#suggestions-status")).to_contain_text("Meilleure correspondance")
+    expect(page.locator("#details-list")).to_contain_text("Modèle : texte, version")
     assert page.locator("#suggestions .suggestion.in-set").count() >= 1
-    names = page.locator("#suggestions .suggestion .name").all_inner_texts()
+    names = page.locator("#suggestions .suggestion .name").all_text_contents()
     assert len(names) >= 5 and set(names) <= set(CATEGORIES.values())
     shoot(page, "2-suggestions")
 
     # Keyboard order: title, description, then the photo picker (a real button).
-    page.get_by_label("Title").focus()
+    page.get_by_label("Titre").focus()
     page.keyboard.press("Tab")
     expect(page.get_by_label("Description")).to_be_focused()
     page.keyboard.press("Tab")
-    expect(page.get_by_role("button", name="Choose a photo…")).to_be_focused()
+    expect(page.get_by_role("button", name="Choisir une photo…")).to_be_focused()
 
     with page.expect_response(lambda r: r.url.endswith("/predict")) as answer:
         drop_file(page, "#dropzone", "pool.jpg", jpeg_bytes(), "image/jpeg")
     request_id = answer.value.json()["request_id"]
     expect(page.locator("#image-preview")).to_be_visible()
     expect(page.locator("#image-name")).to_have_text("pool.jpg")
-    expect(page.locator("#model-info")).to_contain_text("text + image model")
+    expect(page.locator("#details-list")).to_contain_text("texte + image")
     shoot(page, "3-photo")
 
     chosen = page.locator("#suggestions .suggestion.in-set").first
@@ -99,9 +100,9 @@ def test_a_seller_gets_suggestions_adds_a_photo_and_confirms_a_category(
     page.keyboard.press("Enter")
     confirmation = page.locator("#confirmation")
     expect(confirmation).to_be_visible()
-    expect(confirmation).to_contain_text("Listing saved")
+    expect(confirmation).to_contain_text("Annonce enregistrée")
     expect(confirmation).to_contain_text(CATEGORIES[code])
-    expect(chosen).to_have_class("suggestion in-set chosen")
+    expect(chosen).to_have_class(re.compile(r"\bchosen\b"))
     shoot(page, "4-confirmed")
 
     live_server.flush_logs()
@@ -119,7 +120,7 @@ def test_a_photo_the_service_cannot_read_is_refused_with_its_reason(live_server,
     drop_file(page, "#dropzone", "broken.jpg", b"these bytes are not a photo", "image/jpeg")
     error = page.locator("#image-error")
     expect(error).to_be_visible()
-    expect(error).to_contain_text("This photo cannot be used: The image could not be read")
+    expect(error).to_have_text("Cette photo ne peut pas être lue. Essayez une photo JPEG, PNG ou WebP.")
     expect(page.locator("#image-preview")).to_be_hidden()
     shoot(page, "bad-photo")
 
@@ -128,13 +129,13 @@ def test_a_photo_the_service_cannot_read_is_refused_with_its_reason(live_server,
         files=[{"name": "lamp.jpg", "mimeType": "image/jpeg", "buffer": jpeg_bytes(color=(200, 180, 40))}]
     )
     expect(error).to_be_hidden()
-    expect(page.locator("#model-info")).to_contain_text("image model")
+    expect(page.locator("#details-list")).to_contain_text("Modèle : image")
     expect(page.locator("#suggestions .suggestion").first).to_be_visible()
 
 
 def test_an_expired_session_goes_back_to_sign_in_with_a_message(live_server, new_page, shoot):
     seller, page = signed_in_seller(live_server, new_page)
-    page.get_by_label("Title").fill(TITLE)
+    page.get_by_label("Titre").fill(TITLE)
     expect(page.locator("#suggestions .suggestion").first).to_be_visible()
 
     expired = create_access_token(
@@ -146,7 +147,7 @@ def test_an_expired_session_goes_back_to_sign_in_with_a_message(live_server, new
         minutes=-1,
     )
     page.evaluate("token => sessionStorage.setItem('rakuten.token', token)", expired)
-    page.get_by_label("Title").press_sequentially(" bleue")
+    page.get_by_label("Titre").press_sequentially(" bleue")
     expect(page.locator("#signin")).to_be_visible()
     expect(page.locator("#signin-message")).to_have_text(EXPIRED)
     expect(page.locator("#app")).to_be_hidden()
@@ -156,7 +157,7 @@ def test_an_expired_session_goes_back_to_sign_in_with_a_message(live_server, new
 
     # Signing in again brings the listing back as it was.
     sign_in(page, *SELLER)
-    expect(page.get_by_label("Title")).to_have_value(TITLE + " bleue")
+    expect(page.get_by_label("Titre")).to_have_value(TITLE + " bleue")
     expect(page.locator("#suggestions .suggestion").first).to_be_visible()
 
     # An expired token found when the page opens is refused the same way.
@@ -175,17 +176,18 @@ def test_an_unavailable_service_is_explained_and_can_be_retried(live_server, new
             body='{"detail": "No model is loaded yet; try again shortly"}',
         ),
     )
-    page.get_by_label("Title").fill(TITLE)
+    page.get_by_label("Titre").fill(TITLE)
     error = page.locator("#predict-error")
-    expect(error).to_contain_text("unavailable right now (No model is loaded yet; try again shortly)")
-    retry = page.get_by_role("button", name="Try again")
+    expect(error).to_contain_text("momentanément indisponible")
+    expect(page.locator("#details-list")).to_contain_text("No model is loaded yet")
+    retry = page.get_by_role("button", name="Réessayer")
     expect(retry).to_be_visible()
     shoot(page, "unavailable")
 
     page.unroute("**/predict")
     page.route("**/predict", lambda route: route.abort("connectionrefused"))
     retry.click()
-    expect(error).to_contain_text("cannot be reached")
+    expect(error).to_contain_text("injoignable")
 
     page.unroute("**/predict")
     retry.click()
@@ -195,9 +197,9 @@ def test_an_unavailable_service_is_explained_and_can_be_retried(live_server, new
 
 def test_the_listing_page_fits_a_phone_screen(live_server, new_page, shoot):
     _, page = signed_in_seller(live_server, new_page, PHONE)
-    page.get_by_label("Title").fill(TITLE)
+    page.get_by_label("Titre").fill(TITLE)
     drop_file(page, "#dropzone", "pool.jpg", jpeg_bytes(), "image/jpeg")
-    expect(page.locator("#model-info")).to_contain_text("text + image model")
+    expect(page.locator("#details-list")).to_contain_text("texte + image")
     page.locator("#suggestions .suggestion.in-set").first.click()
     expect(page.locator("#confirmation")).to_be_visible()
     shoot(page, "phone")

@@ -81,9 +81,13 @@ async function loadUsers() {
       "tr",
       { dataset: { username: user.username } },
       h("th", { scope: "row" }, user.username),
-      h("td", {}, user.role),
-      h("td", {}, h("span", { class: `badge ${user.is_active ? "ok" : "muted"}` }, user.is_active ? "active" : "deactivated")),
-      h("td", { class: "nowrap" }, when(user.created_at)),
+      h("td", { dataset: { label: "Role" } }, user.role),
+      h(
+        "td",
+        { dataset: { label: "Status" } },
+        h("span", { class: `badge ${user.is_active ? "ok" : "muted"}` }, user.is_active ? "active" : "deactivated"),
+      ),
+      h("td", { class: "nowrap", dataset: { label: "Created" } }, when(user.created_at)),
       h("td", {}, action),
     );
   });
@@ -162,34 +166,68 @@ async function loadLogs() {
   const rows = page.items.map((log) => {
     const top = log.top_prdtypecode;
     const category = top === null ? "–" : `${state.categories.get(top) || top} (${top})`;
+    const product = log.product
+      ? h(
+          "button",
+          {
+            type: "button",
+            class: "button small",
+            onclick: () => showProduct(log.product),
+            "aria-label": `Product saved from request ${log.request_id}`,
+          },
+          "Saved product",
+        )
+      : "–";
     return h(
       "tr",
       { dataset: { requestId: log.request_id } },
-      h("td", { class: "nowrap" }, when(log.created_at)),
-      h("td", {}, log.username || (log.user_id === null ? "anonymous" : `#${log.user_id}`)),
-      h("td", {}, log.model_kind || "–"),
-      h("td", { class: "mono" }, log.model_version || "–"),
-      h("td", {}, category),
-      h("td", { class: "num" }, percent(log.top_probability)),
-      h("td", { class: "num" }, log.suggestion_size ?? "–"),
-      h("td", { class: "num" }, log.latency_ms === null ? "–" : `${Math.round(log.latency_ms)} ms`),
+      h("td", { class: "nowrap", dataset: { label: "Time" } }, when(log.created_at)),
+      h("td", { dataset: { label: "User" } }, log.username || (log.user_id === null ? "anonymous" : `#${log.user_id}`)),
       h(
         "td",
-        { title: log.error || "" },
+        { class: "title-cell", dataset: { label: "Title typed" } },
+        log.designation || h("span", { class: "hint" }, log.inputs?.designation_chars ? "cleared" : "–"),
+      ),
+      h("td", { dataset: { label: "Model" } }, log.model_kind || "–"),
+      h("td", { class: "mono", dataset: { label: "Version" } }, log.model_version || "–"),
+      h("td", { dataset: { label: "Top category" } }, category),
+      h("td", { class: "num", dataset: { label: "Prob." } }, percent(log.top_probability)),
+      h("td", { class: "num", dataset: { label: "Set" } }, log.suggestion_size ?? "–"),
+      h("td", { class: "num", dataset: { label: "Latency" } }, log.latency_ms === null ? "–" : `${Math.round(log.latency_ms)} ms`),
+      h(
+        "td",
+        { title: log.error || "", dataset: { label: "Outcome" } },
         h("span", { class: `badge ${log.outcome === "ok" ? "ok" : "warn"}` }, log.outcome),
         log.outcome === "ok" ? null : ` ${log.status_code}`,
       ),
+      h("td", { dataset: { label: "Product" } }, product),
     );
   });
   const tbody = $("#logs-table tbody");
   if (rows.length) replace(tbody, rows);
-  else replace(tbody, h("tr", {}, h("td", { colspan: "9", class: "empty" }, "No prediction matches these filters.")));
+  else replace(tbody, h("tr", {}, h("td", { colspan: "11", class: "empty" }, "No prediction matches these filters.")));
   const first = page.total ? page.offset + 1 : 0;
   const last = page.offset + page.items.length;
   $("#logs-range").textContent = `${first}–${last} of ${page.total}`;
   $("#logs-total").textContent = `${page.total} matching`;
   $("#logs-prev").disabled = page.offset === 0;
   $("#logs-next").disabled = last >= page.total;
+}
+
+async function showProduct(productId) {
+  const product = await guarded($("#logs-message"), () => api(`/products/${encodeURIComponent(productId)}`));
+  if (!product) return;
+  const category = state.categories.get(product.prdtypecode) || product.prdtypecode;
+  await confirmDialog({
+    title: `Product ${product.product_id}`,
+    body: [
+      `Title: ${product.designation || "–"}`,
+      `Category: ${category} (${product.prdtypecode})`,
+      `Label status: ${product.label_status}`,
+      `Saved: ${when(product.created_at)}`,
+    ].join("\n"),
+    action: "Close",
+  });
 }
 
 /* ---------- models ---------- */
@@ -211,6 +249,14 @@ async function loadModels() {
     h("dd", {}, `${info.store} — ${info.store_reachable ? "reachable" : "unreachable"}`),
     loaded.last_error ? [h("dt", {}, "Last error"), h("dd", { class: "error-text" }, loaded.last_error)] : null,
   );
+
+  const history = info.rollback_target || null;
+  const rollbackButton = $("#rollback");
+  rollbackButton.disabled = !history;
+  rollbackButton.title = history ? `Production returns to ${history}` : "No earlier production version to return to";
+  state.rollbackTarget = history;
+  const demo = info.demo;
+  $("#models-demo").hidden = !demo;
 
   const versions = [...info.versions]
     .filter((v) => v.complete !== false)
@@ -259,6 +305,27 @@ async function loadModels() {
     h(
       "tr",
       {},
+      h("th", { scope: "row" }, "Training data"),
+      versions.map((v) => {
+        const data = v.training_data || {};
+        return h(
+          "td",
+          { class: "num", title: data.detail || "" },
+          data.demo ? h("span", { class: "badge warn" }, "demo") : null,
+          data.demo ? " " : null,
+          data.label || "unknown",
+        );
+      }),
+    ),
+    h(
+      "tr",
+      {},
+      h("th", { scope: "row" }, "Trained"),
+      versions.map((v) => h("td", { class: "num" }, when(v.created_at || v.published_at))),
+    ),
+    h(
+      "tr",
+      {},
       h("th", { scope: "row" }, "Published"),
       versions.map((v) => h("td", { class: "num" }, when(v.published_at || v.created_at))),
     ),
@@ -299,9 +366,11 @@ async function promote(version) {
 }
 
 async function rollback() {
+  const target = state.rollbackTarget;
+  if (!target) return;
   const ok = await confirmDialog({
-    title: "Roll back production?",
-    body: "Production returns to the previously promoted version, and this API loads it now.",
+    title: `Roll back production to ${target}?`,
+    body: `Production returns to ${target}, the previously promoted version, and this API loads it now.`,
     action: "Roll back",
   });
   if (!ok) return;
@@ -318,7 +387,8 @@ async function registryAction(pending, call) {
   const result = await guarded(message, call);
   if (!result) return;
   const production = result.production ?? result.version;
-  say(message, `${production ? `Production: ${production}. ` : ""}${result.detail || "Done."}`, "ok");
+  const detail = String(result.detail || "done").replace(/\.+$/, "");
+  say(message, `${production ? `Production: ${production}; ` : ""}${detail}.`, "ok");
   await loadModels();
 }
 
@@ -406,7 +476,17 @@ async function loadReport() {
     if (error.status === 401) return;
     charts.hidden = true;
     const why = error.status === 404 || error.status === 0 || !error.status ? "" : ` (${error.detail})`;
-    replace(box, h("p", { class: "empty" }, `No report yet${why}.`));
+    replace(
+      box,
+      h(
+        "p",
+        { class: "empty" },
+        `No report yet${why}. The monitoring DAG writes one every day at 02:00 UTC; `,
+        "“Run the quality report now” makes one for the last 24 hours, and so does ",
+        h("code", {}, "python -m pipelines.monitor --start ISO --end ISO"),
+        " from a shell.",
+      ),
+    );
     return;
   }
   const figures = latest?.report || {};
@@ -498,6 +578,18 @@ async function drawTrend() {
   return true;
 }
 
+async function runReport() {
+  const button = $("#run-report");
+  const message = $("#report-message");
+  button.disabled = true;
+  say(message, "Building the report of the last 24 hours…");
+  const report = await guarded(message, () => api("/monitoring/reports/run", { method: "POST" }));
+  button.disabled = false;
+  if (!report) return;
+  say(message, `Report of ${when(report.window_start)} → ${when(report.window_end)} stored.`, "ok");
+  await loadReport();
+}
+
 /* ---------- wiring ---------- */
 
 async function loadCategories() {
@@ -544,6 +636,7 @@ function wire() {
     loadLogs();
   });
   $("#rollback").addEventListener("click", rollback);
+  $("#run-report").addEventListener("click", runReport);
   $("#reload-model").addEventListener("click", reloadModel);
   $("#stats-window").addEventListener("change", loadStats);
   $("#stats-refresh").addEventListener("click", () => Promise.all([loadStats(), loadReport()]));

@@ -12,11 +12,12 @@ export const UNREACHABLE =
 export const UNAVAILABLE = "The service is unavailable right now. Please try again in a moment.";
 
 export class ApiError extends Error {
-  constructor(status, detail) {
+  constructor(status, detail, retryAfter = null) {
     super(detail);
     this.name = "ApiError";
     this.status = status; // 0 when the server could not be reached
     this.detail = detail;
+    this.retryAfter = retryAfter; // seconds, from Retry-After (429, 503)
   }
 
   get unavailable() {
@@ -44,6 +45,11 @@ export function saveSession(token, user) {
 export function clearSession() {
   sessionStorage.removeItem(TOKEN_KEY);
   sessionStorage.removeItem(USER_KEY);
+}
+
+function retryAfterOf(response) {
+  const value = Number(response.headers.get("retry-after"));
+  return Number.isFinite(value) && value > 0 ? value : null;
 }
 
 function detailOf(status, body) {
@@ -97,7 +103,7 @@ export async function api(path, { method = "GET", json, form, query, signal, aut
   }
   if (response.ok) return payload;
 
-  const error = new ApiError(response.status, detailOf(response.status, payload));
+  const error = new ApiError(response.status, detailOf(response.status, payload), retryAfterOf(response));
   if (auth && response.status === 401) {
     clearSession();
     window.dispatchEvent(new CustomEvent(SESSION_EXPIRED, { detail: error.detail }));
@@ -119,7 +125,7 @@ export async function signIn(username, password) {
     throw new ApiError(0, UNREACHABLE);
   }
   const payload = await response.json().catch(() => null);
-  if (!response.ok) throw new ApiError(response.status, detailOf(response.status, payload));
+  if (!response.ok) throw new ApiError(response.status, detailOf(response.status, payload), retryAfterOf(response));
   saveSession(payload.access_token, { username, role: payload.role });
   const user = await api("/users/me");
   saveSession(payload.access_token, user);

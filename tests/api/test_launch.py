@@ -1,0 +1,37 @@
+"""`make run`'s port check and banner (api/launch.py), and the training-data kinds of /models."""
+
+import socket
+
+from api.launch import banner, port_problem
+from api.model_info import training_data
+from config import Settings
+
+
+def test_a_busy_port_is_reported_with_what_to_do():
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        problem = port_problem("127.0.0.1", port)
+    assert problem is not None and f"PORT={port + 1} make run" in problem
+    assert port_problem("127.0.0.1", port) is None  # free again once closed
+
+
+def test_the_banner_names_both_pages_the_docs_and_the_development_sign_in():
+    text = banner(Settings(PORT=9123, FIRST_ADMIN_USERNAME="admin", FIRST_ADMIN_PASSWORD="changethis"))
+    for line in ("http://127.0.0.1:9123/", "/admin", "/docs", "admin / changethis"):
+        assert line in text
+
+
+def test_a_non_default_admin_password_is_not_printed():
+    text = banner(Settings(FIRST_ADMIN_PASSWORD="a-real-password-of-mine"))
+    assert "a-real-password-of-mine" not in text
+
+
+def test_training_data_tells_synthetic_folders_and_products_apart():
+    assert training_data({"training_data": {"kind": "synthetic"}})["demo"] is True
+    assert training_data({"data_sources": "synthetic:/tmp/catalogue"})["label"] == "synthetic demo catalogue"
+    assert training_data({"data_sources": "/data/rakuten"})["kind"] == "folder"
+    assert training_data({"data_sources": "snapshot:s3://b/x[train]"})["kind"] == "products"
+    assert training_data({"data_sources": "products[verified]"})["demo"] is False
+    assert training_data({})["kind"] == "unknown"
