@@ -552,10 +552,17 @@ def test_the_server_trusts_forwarded_addresses_only_from_the_configured_proxies(
     import api.__main__ as entry
 
     seen = {}
-    monkeypatch.setattr(entry.uvicorn, "run", lambda app, **options: seen.update(options))
+
+    class Config:
+        def __init__(self, app, **options):  # type: ignore[no-untyped-def]
+            seen.update(options)
+
+    monkeypatch.setattr(entry.uvicorn, "Config", Config)
+    monkeypatch.setattr(entry.uvicorn.Server, "run", lambda self: None)
+    monkeypatch.setattr(entry, "port_problem", lambda host, port: None)
     monkeypatch.setattr(entry, "create_app", lambda settings: None)
     monkeypatch.setattr(entry, "get_settings", lambda: Settings(FORWARDED_ALLOW_IPS="10.0.0.0/8"))
-    entry.main()
+    entry.main([])
     assert seen["proxy_headers"] is True
     assert seen["forwarded_allow_ips"] == "10.0.0.0/8"
     assert Settings.model_fields["FORWARDED_ALLOW_IPS"].default == "127.0.0.1"
