@@ -159,18 +159,22 @@ async def _read_json(request: Request, settings: Settings, model: type[BaseModel
         where = ".".join(shown(str(p)) for p in first["loc"]) or "body"
         raise InputError(422, f"{where}: {first['msg']}") from exc
     fields = body.model_dump(exclude={"image_base64"})
-    encoded = getattr(body, "image_base64", None)
+    encoded = (getattr(body, "image_base64", None) or "").strip()
     if encoded:
-        encoded = encoded.strip()
-        if encoded.startswith("data:") and "," in encoded:  # tolerate data URLs
-            encoded = encoded.split(",", 1)[1]
-        if len(encoded) > settings.MAX_IMAGE_BYTES * 4 // 3 + 4:
-            raise InputError(413, f"Image over the limit of {settings.MAX_IMAGE_BYTES} bytes", "too_large")
-        try:
-            fields["image_bytes"] = base64.b64decode(encoded, validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise InputError(422, "image_base64 is not valid base64") from exc
+        fields["image_bytes"] = decode_base64_image(encoded, settings)
     return fields
+
+
+def decode_base64_image(encoded: str, settings: Settings) -> bytes:
+    """The bytes of a base64 image field (a data URL is tolerated); 413/422 InputError otherwise."""
+    if encoded.startswith("data:") and "," in encoded:
+        encoded = encoded.split(",", 1)[1]
+    if len(encoded) > settings.MAX_IMAGE_BYTES * 4 // 3 + 4:
+        raise InputError(413, f"Image over the limit of {settings.MAX_IMAGE_BYTES} bytes", "too_large")
+    try:
+        return base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InputError(422, "image_base64 is not valid base64") from exc
 
 
 def _parse_top_k(value: str | int | None) -> int:

@@ -13,8 +13,6 @@ same size limit as one `/predict` request (413); each item counts as one request
 
 from __future__ import annotations
 
-import base64
-import binascii
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -36,11 +34,12 @@ from api.inputs import (
     PredictInput,
     _validate,
     check_text_length,
+    decode_base64_image,
     decode_upload,
     read_fields,
 )
 from api.model_manager import LoadedModel, NoModelError
-from api.routes.predict import PredictResponse
+from api.routes.predict import PredictResponse, ranked_answer, typed_title
 
 router = APIRouter(tags=["predict"])
 
@@ -157,7 +156,6 @@ async def predict_batch(request: Request, user: AuthenticatedUser) -> JSONRespon
     answers = await run_in_threadpool(_run_models, loaded, [i for i in batch if i.inputs is not None])
     per_item_ms = (time.perf_counter() - model_started) * 1000 / max(1, len(answers))
     names = state.categories
-    labels = loaded.runtime.labels
     out: list[dict[str, Any]] = []
     for item in batch:
         base = {
@@ -166,7 +164,7 @@ async def predict_batch(request: Request, user: AuthenticatedUser) -> JSONRespon
             "created_at": datetime.now(UTC),
             "inputs": item.inputs.summary if item.inputs else {"batch": True},
             "predictions": [],
-            "designation": _typed_title(item.fields.get("designation"), settings),
+            "designation": typed_title(item.fields.get("designation"), settings),
         }
         if item.error is not None:
             exc = item.error
@@ -175,35 +173,11 @@ async def predict_batch(request: Request, user: AuthenticatedUser) -> JSONRespon
             state.metrics.predictions.labels("none", exc.outcome).inc()
         else:
             kind, probs, suggestion_idx = answers[item.request_id]
-            order = np.argsort(-probs, kind="stable")[:top_k]
-            predictions = _recommendations(order, probs, labels, names)
-            suggestions = _recommendations(suggestion_idx, probs, labels, names)
-            base.update(
-                model_kind=kind,
-                model_version=loaded.version,
-                predictions=[
-                    {"prdtypecode": p["prdtypecode"], "probability": p["probability"]} for p in predictions
-                ],
-                top_prdtypecode=predictions[0]["prdtypecode"],
-                top_probability=predictions[0]["probability"],
-                suggestion_size=len(suggestions),
-                outcome="ok",
-                status_code=200,
-                error=None,
-                latency_ms=round(per_item_ms, 3),
-            )
-            out.append(
-                {
-                    "request_id": item.request_id,
-                    "model": kind,
-                    "model_version": loaded.version,
-                    "predictions": predictions,
-                    "suggestions": suggestions,
-                    "latency_ms": round(per_item_ms, 3),
-                }
-            )
+            answer, logged = ranked_answer(loaded, kind, probs, suggestion_idx, top_k=top_k, names=names)
+            base.update(logged, outcome="ok", status_code=200, error=None, latency_ms=round(per_item_ms, 3))
+            out.append({"request_id": item.request_id, **answer, "latency_ms": round(per_item_ms, 3)})
+            state.metrics.predicted_class.labels(str(logged["top_prdtypecode"])).inc()
             state.metrics.predictions.labels(kind, "ok").inc()
-            state.metrics.predicted_class.labels(str(predictions[0]["prdtypecode"])).inc()
         state.log_writer.submit(base)
     failed = sum(1 for item in batch if item.error is not None)
     return JSONResponse(
@@ -214,12 +188,6 @@ async def predict_batch(request: Request, user: AuthenticatedUser) -> JSONRespon
             "latency_ms": round((time.perf_counter() - started) * 1000, 3),
         }
     )
-
-
-def _typed_title(value: str | None, settings: Any) -> str | None:
-    """The title as typed, cut to LOG_TITLE_MAX_CHARS (None when titles are not kept)."""
-    limit = settings.LOG_TITLE_MAX_CHARS
-    return (value or "")[:limit] or None if limit else None
 
 
 async def _read_item(item: _Item, request: Request, top_k: int) -> None:
@@ -236,16 +204,7 @@ async def _read_item(item: _Item, request: Request, top_k: int) -> None:
         encoded = (item.fields.get("image_base64") or "").strip()
         image = None
         if encoded:
-            if encoded.startswith("data:") and "," in encoded:
-                encoded = encoded.split(",", 1)[1]
-            if len(encoded) > settings.MAX_IMAGE_BYTES * 4 // 3 + 4:
-                raise InputError(
-                    413, f"Image over the limit of {settings.MAX_IMAGE_BYTES} bytes", "too_large"
-                )
-            try:
-                fields["image_bytes"] = base64.b64decode(encoded, validate=True)
-            except (binascii.Error, ValueError) as exc:
-                raise InputError(422, "image_base64 is not valid base64") from exc
+            fields["image_bytes"] = decode_base64_image(encoded, settings)
             image = await decode_upload(fields["image_bytes"], settings, request.app.state.decode_limiter)
         item.inputs = _validate(fields, settings, "application/json", image)
     except InputError as exc:
@@ -266,14 +225,3 @@ def _run_models(loaded: LoadedModel, items: list[_Item]) -> dict[str, tuple[str,
         for item, row in zip(group, probs, strict=True):
             answers[item.request_id] = (kind, row, runtime.suggestion_set(kind, row))
     return answers
-
-
-def _recommendations(indices, probs: np.ndarray, labels: list[int], names: dict[int, str]) -> list[dict]:
-    return [
-        {
-            "prdtypecode": labels[i],
-            "category": names.get(labels[i], str(labels[i])),
-            "probability": round(float(probs[i]), 6),
-        }
-        for i in indices
-    ]

@@ -73,15 +73,48 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 def run_model(loaded: LoadedModel, inputs: PredictInput) -> tuple[str, np.ndarray, np.ndarray]:
     """Route to the model that fits the inputs; returns kind, probabilities, suggestion indices."""
-    runtime = loaded.runtime
     kind = inputs.kind
-    if kind == "fusion":
-        probs = runtime.predict_fusion(inputs.text, inputs.image)
-    elif kind == "text":
-        probs = runtime.predict_text(inputs.text)
-    else:
-        probs = runtime.predict_image(inputs.image)
-    return kind, probs, runtime.suggestion_set(kind, probs)
+    probs = loaded.runtime.predict(kind, inputs.text, inputs.image)
+    return kind, probs, loaded.runtime.suggestion_set(kind, probs)
+
+
+def typed_title(value: str | None, settings: Any) -> str | None:
+    """The title as typed, cut to LOG_TITLE_MAX_CHARS (None when titles are not kept)."""
+    limit = settings.LOG_TITLE_MAX_CHARS
+    return (value or "")[:limit] or None if limit else None
+
+
+def ranked_answer(
+    loaded: LoadedModel,
+    kind: str,
+    probs: np.ndarray,
+    suggestion_idx: np.ndarray,
+    *,
+    top_k: int,
+    names: dict[int, str],
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The answer's model fields (ranking, suggestion set) and the log row's, for one product."""
+    labels = loaded.runtime.labels
+    order = np.argsort(-probs, kind="stable")[:top_k]
+    predictions = _recommendations(order, probs, labels, names)
+    suggestions = _recommendations(suggestion_idx, probs, labels, names)
+    answer = {
+        "model": kind,
+        "model_version": loaded.version,
+        "predictions": predictions,
+        "suggestions": suggestions,
+    }
+    logged = {
+        "model_kind": kind,
+        "model_version": loaded.version,
+        "predictions": [
+            {"prdtypecode": p["prdtypecode"], "probability": p["probability"]} for p in predictions
+        ],
+        "top_prdtypecode": predictions[0]["prdtypecode"],
+        "top_probability": predictions[0]["probability"],
+        "suggestion_size": len(suggestions),
+    }
+    return answer, logged
 
 
 def _recommendations(indices, probs: np.ndarray, labels: list[int], names: dict[int, str]) -> list[dict]:
@@ -119,8 +152,7 @@ async def predict(request: Request) -> JSONResponse:
         check_rate_limit(request, "predict", user)
         inputs = await parse_predict_request(request, state.settings)
         log["inputs"] = inputs.summary
-        if state.settings.LOG_TITLE_MAX_CHARS:
-            log["designation"] = inputs.designation[: state.settings.LOG_TITLE_MAX_CHARS] or None
+        log["designation"] = typed_title(inputs.designation, state.settings)
         try:
             loaded = state.models.current
         except NoModelError as exc:
@@ -129,33 +161,14 @@ async def predict(request: Request) -> JSONResponse:
         model_started = time.perf_counter()
         kind, probs, suggestion_idx = await run_in_threadpool(run_model, loaded, inputs)
         state.metrics.prediction_latency.labels(kind).observe(time.perf_counter() - model_started)
-        labels = loaded.runtime.labels
-        order = np.argsort(-probs, kind="stable")[: inputs.top_k]
-        names = state.categories
-        predictions = _recommendations(order, probs, labels, names)
-        suggestions = _recommendations(suggestion_idx, probs, labels, names)
-        latency_ms = round((time.perf_counter() - started) * 1000, 3)
-        log.update(
-            model_kind=kind,
-            predictions=[
-                {"prdtypecode": p["prdtypecode"], "probability": p["probability"]} for p in predictions
-            ],
-            top_prdtypecode=predictions[0]["prdtypecode"],
-            top_probability=predictions[0]["probability"],
-            suggestion_size=len(suggestions),
+        answer, logged = ranked_answer(
+            loaded, kind, probs, suggestion_idx, top_k=inputs.top_k, names=state.categories
         )
-        state.metrics.predicted_class.labels(str(predictions[0]["prdtypecode"])).inc()
+        log.update(logged)
+        state.metrics.predicted_class.labels(str(logged["top_prdtypecode"])).inc()
         status_code, outcome = 200, "ok"
-        return JSONResponse(
-            {
-                "request_id": request_id,
-                "model": kind,
-                "model_version": loaded.version,
-                "predictions": predictions,
-                "suggestions": suggestions,
-                "latency_ms": latency_ms,
-            }
-        )
+        latency_ms = round((time.perf_counter() - started) * 1000, 3)
+        return JSONResponse({"request_id": request_id, **answer, "latency_ms": latency_ms})
     except InputError as exc:
         status_code, outcome, error = exc.status_code, exc.outcome, exc.detail
         return JSONResponse({"detail": exc.detail, "request_id": request_id}, status_code=exc.status_code)
