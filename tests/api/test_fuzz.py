@@ -61,20 +61,12 @@ def admin_token(app: FastAPI) -> str:
     revoke the admin's tokens and spend its login budget, which must not stop the fuzzing of
     the operations that come after them.
     """
-    from api.security import create_access_token
+    from api.routes.auth import issue_token
     from db import users
 
-    settings = app.state.settings
     with app.state.session_factory() as session:
         admin = users.get_user_by_username(session=session, username=ADMIN[0])
-        return create_access_token(
-            user_id=admin.id,
-            username=admin.username,
-            role=admin.role,
-            token_version=admin.token_version,
-            secret=settings.SECRET_KEY,
-            minutes=settings.ACCESS_TOKEN_EXPIRE_MINUTES,
-        )
+        return issue_token(admin, app.state.settings).access_token
 
 
 def fuzz(operation: Any, mode: GenerationMode, app: FastAPI, statuses: Counter[tuple[str, int]]) -> list[str]:
