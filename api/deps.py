@@ -103,9 +103,12 @@ def get_authenticated_user(request: Request, settings: SettingsDep, token: Token
     For routes that read a large body after authenticating: `CurrentUser`'s session would
     hold a pooled connection while a slow client uploads, and a hundred stalled uploads
     would exhaust the pool for everyone. The user returned is detached (read-only use).
+    During a database outage a user seen active in the last USER_CACHE_SECONDS is recalled
+    from the cache, so that predictions go on (a route that writes still answers 503).
     """
-    with request.app.state.session_factory() as session:
-        user = authenticate(token, session=session, settings=settings)
+    state = request.app.state
+    with state.session_factory() as session:
+        user = authenticate(token, session=session, settings=settings, user_cache=state.user_cache)
     request.state.user_id = user.id
     return user
 

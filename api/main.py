@@ -26,6 +26,7 @@ from api.inputs import (
     BODY_TIMEOUT_MESSAGE,
     BodyReadTimeoutError,
     BodyTooLargeError,
+    InputError,
     make_decode_limiter,
     max_body_bytes,
 )
@@ -166,7 +167,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.exception_handler(RateLimitExceededError)
     async def rate_limited(request: Request, exc: RateLimitExceededError) -> JSONResponse:
         return JSONResponse(
-            {"detail": str(exc)}, status_code=429, headers={"Retry-After": str(exc.retry_after)}
+            {"detail": str(exc), "request_id": request.state.request_id},
+            status_code=429,
+            headers={"Retry-After": str(exc.retry_after)},
+        )
+
+    @app.exception_handler(InputError)
+    async def input_error(request: Request, exc: InputError) -> JSONResponse:
+        # What the client sent cannot be classified (or no model is loaded yet: 503).
+        return JSONResponse(
+            {"detail": exc.detail, "request_id": request.state.request_id}, status_code=exc.status_code
         )
 
     @app.exception_handler(SQLAlchemyError)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -124,3 +124,105 @@ class ProductUpdate(BaseModel):
 class CategoryOut(BaseModel):
     prdtypecode: int
     category: str
+
+
+# -- /predict and /predict/batch ---------------------------------------------------------------
+
+
+class Recommendation(BaseModel):
+    prdtypecode: int
+    category: str
+    probability: float
+
+
+class PredictResponse(BaseModel):
+    request_id: str
+    model: Literal["text", "image", "fusion"]
+    model_version: str
+    predictions: list[Recommendation]
+    suggestions: list[Recommendation]
+    latency_ms: float
+
+
+class BatchItemError(BaseModel):
+    request_id: str
+    status_code: int
+    detail: str
+
+
+class BatchResponse(BaseModel):
+    items: list[PredictResponse | BatchItemError] = Field(
+        description="One answer per item, in input order: a /predict answer or an error"
+    )
+    answered: int
+    failed: int
+    latency_ms: float
+
+
+# -- /monitoring --------------------------------------------------------------------------------
+
+
+class MonitoringReportOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    created_at: datetime
+    window_start: datetime
+    window_end: datetime
+    model_version: str | None
+    flagged: bool
+    flags: list[dict[str, Any]]
+    report: dict[str, Any]
+
+
+# -- /stats -------------------------------------------------------------------------------------
+
+Bucket = Literal["minute", "hour", "day"]
+
+
+class TrafficPoint(BaseModel):
+    bucket_start: datetime
+    series: str  # text | image | fusion | failed
+    count: int
+
+
+class LatencyStats(BaseModel):
+    model_kind: str
+    count: int
+    mean_ms: float
+    max_ms: float
+    p50_ms: float
+    p90_ms: float
+    p95_ms: float
+    p99_ms: float
+
+
+class ClassCount(BaseModel):
+    prdtypecode: int
+    category: str
+    count: int
+
+
+class HitRate(BaseModel):
+    model_kind: str
+    confirmed: int
+    top1_hits: int
+    top1_rate: float | None
+    in_suggestions: int
+    # Sets larger than the logged top_k cannot always be checked; they are left out of the rate.
+    suggestions_unknown: int
+    suggestion_rate: float | None
+    mean_suggestion_size: float | None
+
+
+class Stats(BaseModel):
+    since: datetime
+    until: datetime
+    bucket: Bucket
+    bucket_seconds: int
+    requests: int
+    outcomes: dict[str, int]
+    traffic: list[TrafficPoint]
+    latency: list[LatencyStats]
+    classes: list[ClassCount]
+    hit_rate: list[HitRate]

@@ -1,5 +1,5 @@
-"""Live quality from the database: confirmed predictions (the one live-accuracy query) and the
-monitoring reports.
+"""Live quality from the database: the window's prediction logs, confirmed predictions (the one
+live-accuracy query), the training rows' profile and the monitoring reports.
 
 A prediction is *confirmed* when a seller saved a product with the request's id. Quarantined
 products are left out: validation or an admin quarantines a row because its label cannot be
@@ -10,13 +10,67 @@ read this one query, so they cannot disagree.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from db.tables import MonitoringReport, PredictionLog, Product
+
+
+@dataclass(frozen=True)
+class LogRow:
+    """The fields of a prediction log the monitoring report reads."""
+
+    request_id: str
+    outcome: str
+    model_kind: str | None = None
+    model_version: str | None = None
+    top_prdtypecode: int | None = None
+    top_probability: float | None = None
+    predicted: tuple[int, ...] = ()  # the ranked prdtypecodes answered
+    text_chars: int = 0
+    has_image: bool = False
+
+    @classmethod
+    def from_log(cls, log: PredictionLog) -> LogRow:
+        inputs = log.inputs or {}
+        return cls(
+            request_id=log.request_id,
+            outcome=log.outcome,
+            model_kind=log.model_kind,
+            model_version=log.model_version,
+            top_prdtypecode=log.top_prdtypecode,
+            top_probability=log.top_probability,
+            predicted=_ranked(log.predictions),
+            text_chars=int(inputs.get("text_chars") or 0),
+            has_image=bool(inputs.get("has_image")),
+        )
+
+
+def _ranked(predictions: Any) -> tuple[int, ...]:
+    """The prdtypecodes of a log's stored ranking, best first."""
+    return tuple(
+        int(p["prdtypecode"]) for p in predictions or [] if isinstance(p, dict) and "prdtypecode" in p
+    )
+
+
+def window_logs(*, session: Session, since: datetime, until: datetime) -> list[LogRow]:
+    """Every prediction log created in [since, until), oldest first."""
+    stmt = select(PredictionLog).where(PredictionLog.created_at >= since, PredictionLog.created_at < until)
+    return [LogRow.from_log(log) for log in session.scalars(stmt.order_by(PredictionLog.id))]
+
+
+def usable_products(*, session: Session) -> Iterator[tuple[int, str | None, str | None, bool]]:
+    """(prdtypecode, designation, description, has an image) of every product not quarantined."""
+    stmt = select(Product.prdtypecode, Product.designation, Product.description, Product.image_ref).where(
+        Product.label_status != "quarantined"
+    )
+    for code, designation, description, image_ref in session.execute(stmt.execution_options(yield_per=1000)):
+        yield int(code), designation, description, image_ref is not None
 
 
 @dataclass(frozen=True)
@@ -57,10 +111,9 @@ def confirmed_predictions(*, session: Session, since: datetime, until: datetime)
     )
     latest: dict[str, ConfirmedPrediction] = {}
     for request_id, kind, predictions, top, size, confirmed in session.execute(stmt):
-        ranked = tuple(
-            int(p["prdtypecode"]) for p in predictions or [] if isinstance(p, dict) and "prdtypecode" in p
+        latest[request_id] = ConfirmedPrediction(
+            request_id, kind, _ranked(predictions), top, size, int(confirmed)
         )
-        latest[request_id] = ConfirmedPrediction(request_id, kind, ranked, top, size, int(confirmed))
     return list(latest.values())
 
 
@@ -80,3 +133,33 @@ def latest_report(*, session: Session) -> MonitoringReport | None:
     """The report of the latest window, or None before the first one."""
     _, rows = list_reports(session=session, offset=0, limit=1)
     return rows[0] if rows else None
+
+
+def save_report(
+    *,
+    session: Session,
+    window_start: datetime,
+    window_end: datetime,
+    model_version: str | None,
+    figures: dict[str, Any],
+    flagged: bool,
+    flags: list[dict[str, Any]],
+) -> MonitoringReport:
+    """Store the report of a window, replacing an earlier one of the same window (reruns)."""
+    session.execute(
+        delete(MonitoringReport).where(
+            MonitoringReport.window_start == window_start, MonitoringReport.window_end == window_end
+        )
+    )
+    row = MonitoringReport(
+        window_start=window_start,
+        window_end=window_end,
+        model_version=model_version,
+        report=figures,
+        flagged=flagged,
+        flags=flags,
+    )
+    session.add(row)
+    session.commit()
+    session.refresh(row)
+    return row

@@ -20,8 +20,8 @@ confirmed ones (the report says so instead). PSI = sum((a - e) * ln(a / e)) over
 share floored at 1e-4 so that an empty bin does not make it infinite; the usual reading is
 < 0.1 stable, 0.1-0.2 moderate, > 0.2 a shift worth acting on.
 
-The computations are plain functions of plain values (tested on seeded logs); the database
-functions around them read the window and store one report per window (a rerun replaces it).
+The computations are plain functions of plain values (tested on seeded logs); the queries are
+`db.monitoring`'s: they read the window and store one report per window (a rerun replaces it).
 """
 
 from __future__ import annotations
@@ -35,11 +35,11 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from db import monitoring
-from db.tables import MonitoringReport, PredictionLog, Product
+from db.monitoring import LogRow
+from db.tables import MonitoringReport
 
 logger = logging.getLogger(__name__)
 
@@ -77,41 +77,6 @@ class Thresholds:
             max_class_psi=settings.MONITOR_MAX_CLASS_PSI,
             max_input_psi=settings.MONITOR_MAX_INPUT_PSI,
             max_image_share_delta=settings.MONITOR_MAX_IMAGE_SHARE_DELTA,
-        )
-
-
-@dataclass(frozen=True)
-class LogRow:
-    """The fields of a prediction log the report reads."""
-
-    request_id: str
-    outcome: str
-    model_kind: str | None = None
-    model_version: str | None = None
-    top_prdtypecode: int | None = None
-    top_probability: float | None = None
-    predicted: tuple[int, ...] = ()  # the ranked prdtypecodes answered
-    text_chars: int = 0
-    has_image: bool = False
-
-    @classmethod
-    def from_log(cls, log: PredictionLog) -> LogRow:
-        inputs = log.inputs or {}
-        predicted = tuple(
-            int(p["prdtypecode"])
-            for p in (log.predictions or [])
-            if isinstance(p, dict) and "prdtypecode" in p
-        )
-        return cls(
-            request_id=log.request_id,
-            outcome=log.outcome,
-            model_kind=log.model_kind,
-            model_version=log.model_version,
-            top_prdtypecode=log.top_prdtypecode,
-            top_probability=log.top_probability,
-            predicted=predicted,
-            text_chars=int(inputs.get("text_chars") or 0),
-            has_image=bool(inputs.get("has_image")),
         )
 
 
@@ -362,31 +327,22 @@ def build_report(
 # -- database -------------------------------------------------------------------------------------
 
 
-def window_logs(*, session: Session, start: datetime, end: datetime) -> list[LogRow]:
-    """Every prediction log created in [start, end)."""
-    stmt = select(PredictionLog).where(PredictionLog.created_at >= start, PredictionLog.created_at < end)
-    return [LogRow.from_log(log) for log in session.scalars(stmt.order_by(PredictionLog.id))]
-
-
 def products_reference(*, session: Session) -> Reference:
     """The training distributions from the usable rows of the products table."""
     from models.preprocessing import combine_text
 
-    stmt = select(Product.prdtypecode, Product.designation, Product.description, Product.image_ref).where(
-        Product.label_status != "quarantined"
-    )
     classes: Counter[int] = Counter()
     lengths: Counter[str] = Counter()
     total_chars = 0
     with_image = 0
     rows = 0
-    for code, designation, description, image_ref in session.execute(stmt):
+    for code, designation, description, has_image in monitoring.usable_products(session=session):
         rows += 1
-        classes[int(code)] += 1
+        classes[code] += 1
         chars = len(combine_text(designation, description))
         total_chars += chars
         lengths[text_length_bin(chars)] += 1
-        with_image += image_ref is not None
+        with_image += has_image
     return Reference(
         class_shares=shares(classes),
         text_length_shares=shares(lengths),
@@ -407,31 +363,18 @@ def bundle_class_shares(metadata: Mapping[str, Any]) -> dict[str, float] | None:
 
 
 def store_report(
-    *,
-    session: Session,
-    start: datetime,
-    end: datetime,
-    model_version: str | None,
-    report: Report,
+    *, session: Session, start: datetime, end: datetime, model_version: str | None, report: Report
 ) -> MonitoringReport:
     """Save the report of a window, replacing an earlier one of the same window (reruns)."""
-    session.execute(
-        delete(MonitoringReport).where(
-            MonitoringReport.window_start == start, MonitoringReport.window_end == end
-        )
-    )
-    row = MonitoringReport(
+    return monitoring.save_report(
+        session=session,
         window_start=start,
         window_end=end,
         model_version=model_version,
-        report=report.figures,
+        figures=report.figures,
         flagged=report.flagged,
         flags=report.flags_as_dicts(),
     )
-    session.add(row)
-    session.commit()
-    session.refresh(row)
-    return row
 
 
 def monitor_window(settings: Any, start: datetime, end: datetime) -> dict[str, Any]:
@@ -443,8 +386,8 @@ def monitor_window(settings: Any, start: datetime, end: datetime) -> dict[str, A
     engine = make_engine(settings.DATABASE_URL)
     try:
         with make_session_factory(engine)() as session:
-            logs = window_logs(session=session, start=start, end=end)
-            previous = window_logs(session=session, start=start - (end - start), end=start)
+            logs = monitoring.window_logs(session=session, since=start, until=end)
+            previous = monitoring.window_logs(session=session, since=start - (end - start), until=start)
             confirmed = {
                 c.request_id: c.confirmed
                 for c in monitoring.confirmed_predictions(session=session, since=start, until=end)

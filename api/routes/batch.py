@@ -16,16 +16,14 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.deps import AuthenticatedUser, RateLimitExceededError, check_rate_limit
+from api.deps import AuthenticatedUser, check_rate_limit
 from api.inputs import (
     DEFAULT_TOP_K,
     MAX_TOP_K,
@@ -38,8 +36,10 @@ from api.inputs import (
     decode_upload,
     read_fields,
 )
-from api.model_manager import LoadedModel, NoModelError
-from api.routes.predict import PredictResponse, ranked_answer, typed_title
+from api.model_manager import LoadedModel
+from api.prediction_log import PredictionRecord, publish
+from api.routes.predict import loaded_model, ranked_answer, typed_title
+from api.schemas import BatchItemError, BatchResponse, PredictResponse
 
 router = APIRouter(tags=["predict"])
 
@@ -59,21 +59,6 @@ class BatchRequest(BaseModel):
 
     items: list[BatchItem] = Field(min_length=1, description="At most BATCH_MAX_ITEMS (default 100)")
     top_k: int = Field(default=DEFAULT_TOP_K, ge=MIN_TOP_K, le=MAX_TOP_K)
-
-
-class BatchItemError(BaseModel):
-    request_id: str
-    status_code: int
-    detail: str
-
-
-class BatchResponse(BaseModel):
-    items: list[PredictResponse | BatchItemError] = Field(
-        description="One answer per item, in input order: a /predict answer or an error"
-    )
-    answered: int
-    failed: int
-    latency_ms: float
 
 
 def _inlined(schema: dict[str, Any]) -> dict[str, Any]:
@@ -123,29 +108,19 @@ class _Item:
         }
     },
 )
-async def predict_batch(request: Request, user: AuthenticatedUser) -> JSONResponse:
+async def predict_batch(request: Request, user: AuthenticatedUser) -> BatchResponse:
     """Recommend product types for many listings at once (each answered as by /predict)."""
     state = request.app.state
     settings = state.settings
     started = time.perf_counter()
-    try:
-        content_type, fields = await read_fields(request, settings, BatchRequest, set())
-        if content_type != "application/json":
-            raise InputError(415, "Send the batch as application/json", "unsupported_media_type")
-        items = fields.get("items") or []
-        if len(items) > settings.BATCH_MAX_ITEMS:
-            raise InputError(422, f"items: at most {settings.BATCH_MAX_ITEMS} items per batch")
-        check_rate_limit(request, "predict", user, cost=len(items))
-        try:
-            loaded = state.models.current
-        except NoModelError as exc:
-            raise InputError(503, "No model is loaded yet; try again shortly", "no_model") from exc
-    except InputError as exc:
-        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
-    except RateLimitExceededError as exc:
-        return JSONResponse(
-            {"detail": str(exc)}, status_code=429, headers={"Retry-After": str(exc.retry_after)}
-        )
+    content_type, fields = await read_fields(request, settings, BatchRequest, set())
+    if content_type != "application/json":
+        raise InputError(415, "Send the batch as application/json", "unsupported_media_type")
+    items = fields.get("items") or []
+    if len(items) > settings.BATCH_MAX_ITEMS:
+        raise InputError(422, f"items: at most {settings.BATCH_MAX_ITEMS} items per batch")
+    check_rate_limit(request, "predict", user, cost=len(items))
+    loaded = loaded_model(state)
 
     top_k = fields["top_k"]
     batch = [_Item(str(uuid.uuid4()), item) for item in items]
@@ -154,39 +129,36 @@ async def predict_batch(request: Request, user: AuthenticatedUser) -> JSONRespon
 
     model_started = time.perf_counter()
     answers = await run_in_threadpool(_run_models, loaded, [i for i in batch if i.inputs is not None])
-    per_item_ms = (time.perf_counter() - model_started) * 1000 / max(1, len(answers))
-    names = state.categories
-    out: list[dict[str, Any]] = []
+    per_item_ms = round((time.perf_counter() - model_started) * 1000 / max(1, len(answers)), 3)
+    out: list[PredictResponse | BatchItemError] = []
     for item in batch:
-        base = {
-            "request_id": item.request_id,
-            "user_id": user.id,
-            "created_at": datetime.now(UTC),
-            "inputs": item.inputs.summary if item.inputs else {"batch": True},
-            "predictions": [],
-            "designation": typed_title(item.fields.get("designation"), settings),
-        }
+        record = PredictionRecord(
+            item.request_id,
+            user_id=user.id,
+            inputs=item.inputs.summary if item.inputs else {"batch": True},
+            designation=typed_title(item.fields.get("designation"), settings),
+        )
         if item.error is not None:
             exc = item.error
-            base.update(outcome=exc.outcome, status_code=exc.status_code, error=exc.detail, latency_ms=None)
-            out.append({"request_id": item.request_id, "status_code": exc.status_code, "detail": exc.detail})
-            state.metrics.predictions.labels("none", exc.outcome).inc()
+            record.failed(exc.status_code, exc.outcome, exc.detail)
+            out.append(
+                BatchItemError(request_id=item.request_id, status_code=exc.status_code, detail=exc.detail)
+            )
         else:
             kind, probs, suggestion_idx = answers[item.request_id]
-            answer, logged = ranked_answer(loaded, kind, probs, suggestion_idx, top_k=top_k, names=names)
-            base.update(logged, outcome="ok", status_code=200, error=None, latency_ms=round(per_item_ms, 3))
-            out.append({"request_id": item.request_id, **answer, "latency_ms": round(per_item_ms, 3)})
-            state.metrics.predicted_class.labels(str(logged["top_prdtypecode"])).inc()
-            state.metrics.predictions.labels(kind, "ok").inc()
-        state.log_writer.submit(base)
+            answer, logged = ranked_answer(
+                loaded, kind, probs, suggestion_idx, top_k=top_k, names=state.categories
+            )
+            record.answered(logged)
+            record.latency_ms = per_item_ms
+            out.append(PredictResponse(request_id=item.request_id, **answer, latency_ms=per_item_ms))
+        publish(state, record)
     failed = sum(1 for item in batch if item.error is not None)
-    return JSONResponse(
-        {
-            "items": out,
-            "answered": len(batch) - failed,
-            "failed": failed,
-            "latency_ms": round((time.perf_counter() - started) * 1000, 3),
-        }
+    return BatchResponse(
+        items=out,
+        answered=len(batch) - failed,
+        failed=failed,
+        latency_ms=round((time.perf_counter() - started) * 1000, 3),
     )
 
 

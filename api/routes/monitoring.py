@@ -3,34 +3,20 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, ConfigDict
 
 from api.deps import AdminUser, SessionDep
 from api.params import Offset, limit_query
-from api.schemas import Page
+from api.schemas import MonitoringReportOut, Page
 from db import monitoring
 from pipelines import monitor
 
 router = APIRouter(prefix="/monitoring", tags=["monitoring"])
 
 Limit = Annotated[int, limit_query(100)]
-
-
-class MonitoringReportOut(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-
-    id: int
-    created_at: datetime
-    window_start: datetime
-    window_end: datetime
-    model_version: str | None
-    flagged: bool
-    flags: list[dict[str, Any]]
-    report: dict[str, Any]
 
 
 @router.get("/reports", response_model=Page[MonitoringReportOut])

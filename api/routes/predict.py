@@ -2,40 +2,20 @@
 
 from __future__ import annotations
 
-import logging
 import time
-from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel
-from sqlalchemy.exc import SQLAlchemyError
 
-from api.deps import RateLimitExceededError, authenticate, check_rate_limit, database_unavailable
+from api.deps import AuthenticatedUser, check_rate_limit
 from api.inputs import InputError, PredictInput, PredictJSON, parse_predict_request
 from api.model_manager import LoadedModel, NoModelError
-from db.session import is_unreachable
+from api.prediction_log import LoggedPrediction
+from api.schemas import PredictResponse
 
 router = APIRouter(tags=["predict"])
-logger = logging.getLogger(__name__)
-
-
-class Recommendation(BaseModel):
-    prdtypecode: int
-    category: str
-    probability: float
-
-
-class PredictResponse(BaseModel):
-    request_id: str
-    model: Literal["text", "image", "fusion"]
-    model_version: str
-    predictions: list[Recommendation]
-    suggestions: list[Recommendation]
-    latency_ms: float
 
 
 MULTIPART_SCHEMA = {
@@ -128,89 +108,33 @@ def _recommendations(indices, probs: np.ndarray, labels: list[int], names: dict[
     ]
 
 
+def loaded_model(state: Any) -> LoadedModel:
+    """The model being served; a 503 InputError before the first one has loaded."""
+    try:
+        return state.models.current
+    except NoModelError as exc:
+        raise InputError(503, "No model is loaded yet; try again shortly", "no_model") from exc
+
+
 @router.post(
     "/predict", response_model=PredictResponse, openapi_extra=OPENAPI_EXTRA, responses=ERROR_RESPONSES
 )
-async def predict(request: Request) -> JSONResponse:
+async def predict(request: Request, record: LoggedPrediction, user: AuthenticatedUser) -> PredictResponse:
     """Recommend product types for a title, a description, an image, or any of these."""
+    # `record` comes first: it is open while `user` is authenticated, so a 401 is logged too.
     state = request.app.state
-    started = time.perf_counter()
-    request_id: str = request.state.request_id
-    log: dict[str, Any] = {
-        "request_id": request_id,
-        "user_id": None,
-        "created_at": datetime.now(UTC),
-        "inputs": {},
-        "predictions": [],
-        "designation": None,  # the title as typed (LOG_TITLE_MAX_CHARS; api/retention.py clears it)
-    }
-    status_code, outcome, error = 500, "error", None
-    try:
-        token = _bearer_token(request)
-        user = await run_in_threadpool(_authenticate, state, token)
-        log["user_id"] = user.id
-        check_rate_limit(request, "predict", user)
-        inputs = await parse_predict_request(request, state.settings)
-        log["inputs"] = inputs.summary
-        log["designation"] = typed_title(inputs.designation, state.settings)
-        try:
-            loaded = state.models.current
-        except NoModelError as exc:
-            raise InputError(503, "No model is loaded yet; try again shortly", "no_model") from exc
-        log["model_version"] = loaded.version
-        model_started = time.perf_counter()
-        kind, probs, suggestion_idx = await run_in_threadpool(run_model, loaded, inputs)
-        state.metrics.prediction_latency.labels(kind).observe(time.perf_counter() - model_started)
-        answer, logged = ranked_answer(
-            loaded, kind, probs, suggestion_idx, top_k=inputs.top_k, names=state.categories
-        )
-        log.update(logged)
-        state.metrics.predicted_class.labels(str(logged["top_prdtypecode"])).inc()
-        status_code, outcome = 200, "ok"
-        latency_ms = round((time.perf_counter() - started) * 1000, 3)
-        return JSONResponse({"request_id": request_id, **answer, "latency_ms": latency_ms})
-    except InputError as exc:
-        status_code, outcome, error = exc.status_code, exc.outcome, exc.detail
-        return JSONResponse({"detail": exc.detail, "request_id": request_id}, status_code=exc.status_code)
-    except RateLimitExceededError as exc:
-        status_code, outcome, error = 429, "rate_limited", str(exc)
-        return JSONResponse(
-            {"detail": str(exc), "request_id": request_id},
-            status_code=429,
-            headers={"Retry-After": str(exc.retry_after)},
-        )
-    except SQLAlchemyError as exc:
-        if not is_unreachable(exc):
-            error = f"{type(exc).__name__}"
-            raise
-        # Only the user lookup touches the database, and no recently seen user matched.
-        status_code, outcome, error = 503, "db_unavailable", "database unreachable"
-        response = database_unavailable(state.settings)
-        response.headers["X-Request-ID"] = request_id
-        return response
-    except HTTPException as exc:  # from authentication
-        status_code, error = exc.status_code, str(exc.detail)
-        outcome = "unauthorized" if exc.status_code == 401 else "forbidden"
-        raise
-    except Exception as exc:
-        error = f"{type(exc).__name__}: {exc}"
-        raise
-    finally:
-        log.update(
-            latency_ms=round((time.perf_counter() - started) * 1000, 3),
-            outcome=outcome,
-            status_code=status_code,
-            error=error,
-        )
-        state.metrics.predictions.labels(log.get("model_kind") or "none", outcome).inc()
-        state.log_writer.submit(log)
-
-
-def _bearer_token(request: Request) -> str | None:
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    return token.strip() or None if scheme.lower() == "bearer" else None
-
-
-def _authenticate(state: Any, token: str | None) -> Any:
-    with state.session_factory() as session:
-        return authenticate(token, session=session, settings=state.settings, user_cache=state.user_cache)
+    record.user_id = user.id
+    check_rate_limit(request, "predict", user)
+    inputs = await parse_predict_request(request, state.settings)
+    record.inputs = inputs.summary
+    record.designation = typed_title(inputs.designation, state.settings)
+    loaded = loaded_model(state)
+    record.model_version = loaded.version
+    model_started = time.perf_counter()
+    kind, probs, suggestion_idx = await run_in_threadpool(run_model, loaded, inputs)
+    state.metrics.prediction_latency.labels(kind).observe(time.perf_counter() - model_started)
+    answer, logged = ranked_answer(
+        loaded, kind, probs, suggestion_idx, top_k=inputs.top_k, names=state.categories
+    )
+    record.answered(logged)
+    return PredictResponse(request_id=record.request_id, **answer, latency_ms=record.elapsed_ms())

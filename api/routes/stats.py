@@ -8,71 +8,22 @@ route checks the window and shapes the answer.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, status
-from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
 from api.deps import AdminUser, SessionDep
 from api.params import UtcDateTime
+from api.schemas import Bucket, ClassCount, HitRate, LatencyStats, Stats, TrafficPoint
 from db import stats
 from db.monitoring import confirmed_predictions
 
 router = APIRouter(tags=["stats"])
 
-Bucket = Literal["minute", "hour", "day"]
 BUCKET_SECONDS: dict[str, int] = {"minute": 60, "hour": 3600, "day": 86400}
 DEFAULT_WINDOW = timedelta(days=1)
 MAX_BUCKETS = 2000
-
-
-class TrafficPoint(BaseModel):
-    bucket_start: datetime
-    series: str  # text | image | fusion | failed
-    count: int
-
-
-class LatencyStats(BaseModel):
-    model_kind: str
-    count: int
-    mean_ms: float
-    max_ms: float
-    p50_ms: float
-    p90_ms: float
-    p95_ms: float
-    p99_ms: float
-
-
-class ClassCount(BaseModel):
-    prdtypecode: int
-    category: str
-    count: int
-
-
-class HitRate(BaseModel):
-    model_kind: str
-    confirmed: int
-    top1_hits: int
-    top1_rate: float | None
-    in_suggestions: int
-    # Sets larger than the logged top_k cannot always be checked; they are left out of the rate.
-    suggestions_unknown: int
-    suggestion_rate: float | None
-    mean_suggestion_size: float | None
-
-
-class Stats(BaseModel):
-    since: datetime
-    until: datetime
-    bucket: Bucket
-    bucket_seconds: int
-    requests: int
-    outcomes: dict[str, int]
-    traffic: list[TrafficPoint]
-    latency: list[LatencyStats]
-    classes: list[ClassCount]
-    hit_rate: list[HitRate]
 
 
 def pick_bucket(span: timedelta) -> Bucket:

@@ -244,6 +244,36 @@ def test_every_prediction_is_logged_successful_or_not(client, seller_token, sess
     assert rows[2].user_id is None and rows[2].status_code == 401
 
 
+def test_each_refusal_is_logged_with_its_status_and_counted(client, seller_token, session_factory, served):
+    # One dependency (api/prediction_log.py) writes the row and the metrics however the request
+    # ends: authentication (401), the body (413, 415), the model input (422).
+    too_big = b"\xff\xd8" + b"0" * (served.MAX_IMAGE_BYTES + 10)
+    predict(client, seller_token, image=too_big)
+    client.post("/predict", content=b"x", headers={**bearer(seller_token), "Content-Type": "text/plain"})
+    predict(client, seller_token, designation="")
+    client.post("/predict", data={"designation": TITLE}, headers={"Authorization": "Bearer nonsense"})
+    rows = _logs(session_factory, client)
+    assert [(r.status_code, r.outcome) for r in rows] == [
+        (413, "too_large"),
+        (415, "unsupported_media_type"),
+        (422, "invalid_input"),
+        (401, "unauthorized"),
+    ]
+    assert all(r.error and r.latency_ms is not None for r in rows)
+    metrics = client.get("/metrics").text
+    assert 'predictions_total{model_kind="none",outcome="unauthorized"} 1.0' in metrics
+
+
+def test_predict_authenticates_with_the_shared_dependency_after_opening_its_log():
+    from api.deps import get_authenticated_user
+    from api.prediction_log import logged_prediction
+    from api.routes.predict import router
+
+    (route,) = [r for r in router.routes if r.path == "/predict"]
+    calls = [d.call for d in route.dependant.dependencies]
+    assert calls.index(logged_prediction) < calls.index(get_authenticated_user)
+
+
 def test_logs_are_flushed_on_shutdown(served, session_factory, seller_token_factory):
     from fastapi.testclient import TestClient
 
