@@ -15,13 +15,16 @@ help:  ## List the targets
 # The first install downloads about 2.8 GB (TensorFlow and tf2onnx for training, spaCy's French
 # vectors, ONNX Runtime, Airflow-free test tools): 3 to 5 minutes on a good connection. It says
 # so up front, then prints one line per package as pip collects it.
+# pip's warnings about configured package folders this machine lacks are noise, not progress.
+PIP_NOISE := grep --line-buffered -v 'is ignored: it is neither a file nor a directory'
+
 $(VENV)/.installed: requirements-serve.txt requirements.txt requirements-dev.txt
 	@test -x $(PY) || { echo "== creating the virtualenv $(VENV) ($(PYTHON))"; $(PYTHON) -m venv $(VENV); }
 	@echo "== installing the Python dependencies into $(VENV): about 2.8 GB, 3-5 minutes the first time"
-	@$(PY) -m pip install --quiet --upgrade pip
-	@set -o pipefail; $(PY) -m pip install --progress-bar off -r requirements-dev.txt \
+	@$(PY) -m pip install --quiet --upgrade pip 2> >($(PIP_NOISE) >&2)
+	@set -o pipefail; $(PY) -m pip install --progress-bar off -r requirements-dev.txt 2> >($(PIP_NOISE) >&2) \
 	  | grep --line-buffered -E '^(Collecting|Installing collected|Successfully installed)' \
-	  | sed -u -E 's/^Collecting ([^ ;]+).*/   collecting \1/; s/^Successfully installed.*/   done/'
+	  | sed -u -E 's/^Collecting ([^ ;]+).*/   collecting \1/; s/^Installing collected packages.*/   installing them (a minute or two)/; s/^Successfully installed.*/   done/'
 	@touch $@
 
 venv: $(VENV)/.installed  ## Create the virtualenv and install the requirements
@@ -91,10 +94,13 @@ AIRFLOW_PY := $(AIRFLOW_VENV)/bin/python
 
 $(AIRFLOW_VENV)/.installed: requirements-airflow.txt requirements-dev.txt
 	@test -x $(AIRFLOW_PY) || $(PYTHON) -m venv $(AIRFLOW_VENV)
-	$(AIRFLOW_PY) -m pip install --quiet --upgrade pip
+	@echo "== installing Airflow 3 and the test tools into $(AIRFLOW_VENV): about 2.7 GB, 2-5 minutes the first time"
+	@$(AIRFLOW_PY) -m pip install --quiet --upgrade pip 2> >($(PIP_NOISE) >&2)
 	@# The test tools with the API venv's pins: pytest, pytest-timeout, moto.
-	grep -E '^(pytest|pytest-timeout|moto\[server\])==' requirements-dev.txt > $(AIRFLOW_VENV)/requirements-test.txt
-	$(AIRFLOW_PY) -m pip install --quiet -r requirements-airflow.txt -r $(AIRFLOW_VENV)/requirements-test.txt
+	@grep -E '^(pytest|pytest-timeout|moto\[server\])==' requirements-dev.txt > $(AIRFLOW_VENV)/requirements-test.txt
+	@$(AIRFLOW_PY) -m pip install --quiet -r requirements-airflow.txt -r $(AIRFLOW_VENV)/requirements-test.txt \
+	  2> >($(PIP_NOISE) >&2)
+	@echo "   done"
 	@touch $@
 
 airflow-venv: $(AIRFLOW_VENV)/.installed  ## Create .venv-airflow: Airflow 3 and the pipelines' dependencies
