@@ -125,7 +125,8 @@ def test_predict_is_rate_limited_per_user_with_retry_after(limited_settings, sel
         assert [p.status_code for p in products] == [201, 201, 429]
         assert "Retry-After" in products[2].headers
         client.app.state.log_writer.flush()
-        outcomes = [row.outcome for row in client.app.state.session_factory().scalars(select(PredictionLog))]
+        with client.app.state.session_factory() as session:  # closed: Postgres would keep its lock
+            outcomes = list(session.scalars(select(PredictionLog.outcome)))
         assert outcomes.count("rate_limited") == 1
 
 
