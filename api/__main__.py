@@ -7,6 +7,7 @@ import logging
 import sys
 
 import uvicorn
+from uvicorn.supervisors import Multiprocess
 
 from api.launch import banner, port_problem
 from api.main import create_app
@@ -33,8 +34,12 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"python -m api: {problem}")
     logging.basicConfig(level=settings.LOG_LEVEL, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     level = settings.LOG_LEVEL.lower()
+    workers = settings.API_WORKERS
     config = uvicorn.Config(
-        create_app(settings),
+        # Several workers each build their own app (and load their own model) from the factory.
+        create_app(settings) if workers == 1 else "api.main:create_app",
+        factory=workers > 1,
+        workers=workers,
         host=settings.HOST,
         port=settings.PORT,
         log_level=level,
@@ -51,7 +56,16 @@ def main(argv: list[str] | None = None) -> None:
         timeout_keep_alive=settings.KEEP_ALIVE_TIMEOUT_SECONDS,
         limit_concurrency=settings.MAX_CONCURRENT_CONNECTIONS,
     )
-    (BannerServer if args.banner else uvicorn.Server)(config).run()
+    if workers == 1:
+        (BannerServer if args.banner else uvicorn.Server)(config).run()
+        return
+    # uvicorn's supervisor: one listening socket shared by the workers, a worker that dies is
+    # replaced, SIGTERM is passed on to each (each drains as a single process does).
+    sock = config.bind_socket()
+    if args.banner:
+        sys.stdout.write(banner(settings) + "\n")
+        sys.stdout.flush()
+    Multiprocess(config, sockets=[sock]).run()
 
 
 if __name__ == "__main__":
