@@ -58,8 +58,8 @@ test: venv airflow-venv  ## Lint and check the import contracts, then run every 
 	$(PY) -m pytest --ignore=tests/dags -m "not e2e"
 	$(AIRFLOW_PY) -m pytest tests/dags
 
-test-e2e: venv airflow-venv  ## The end-to-end stack test (Postgres, S3, API, retraining DAG): minutes
-	$(PY) -m pytest tests/deploy/test_stack_e2e.py
+test-e2e: venv airflow-venv  ## End to end, as processes: the stack, the nginx balancer, the DAGs on Celery: minutes
+	$(PY) -m pytest tests/deploy/test_stack_e2e.py tests/deploy/test_balancer.py
 
 lint: venv  ## Lint and check the import contracts (.importlinter) only
 	$(VENV)/bin/ruff check .
