@@ -152,7 +152,9 @@ class Settings(BaseSettings):
     # catalogue (and the model is marked a demo).
     BOOTSTRAP_DATA: Path | None = None
     API_URL: str = "http://127.0.0.1:8000"
-    TRAIN_MODE: Literal["inprocess", "docker"] = "inprocess"
+    # Where the retraining DAG's training runs: in the Airflow worker, in TRAIN_IMAGE through the
+    # Docker socket (compose), or in a pod of TRAIN_IMAGE of its own (KubernetesPodOperator).
+    TRAIN_MODE: Literal["inprocess", "docker", "kubernetes"] = "inprocess"
     TRAIN_IMAGE: str = "rakuten-classifier-train:latest"
     TRAIN_EPOCHS: int | None = None
     TRAIN_QUICK: bool = False
