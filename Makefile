@@ -73,7 +73,7 @@ clean:  ## Remove the virtualenvs and local state (var/)
 	rm -rf $(VENV) var .pytest_cache .ruff_cache .import_linter_cache
 
 # ---- the compose topology as local processes (scripts/stack.sh; docs/deploy.md) ----------
-.PHONY: stack stack-down stack-retrain stack-status
+.PHONY: stack stack-down stack-retrain stack-status stack-airflow stack-monitor
 
 stack: venv  ## Postgres + S3 (moto) + migrations + bootstrap + API on :8000, in the background
 	PY=$(PY) STACK_PORT=$(PORT) scripts/stack.sh up
@@ -83,6 +83,12 @@ stack-down:  ## Stop what `make stack` started
 
 stack-retrain: venv  ## Run the retraining DAG once against the running stack (END=ISO: that week)
 	PY=$(PY) scripts/stack.sh retrain $(if $(END),--end $(END))
+
+stack-airflow: venv airflow-venv  ## Airflow on the CeleryExecutor beside the stack: api-server, scheduler, dag-processor, a worker (Redis broker)
+	PY=$(PY) scripts/stack.sh airflow-up
+
+stack-monitor: venv  ## Run the monitoring DAG once on the stack's Airflow (after make stack-airflow)
+	PY=$(PY) scripts/stack.sh monitor
 
 stack-status:  ## What the stack runs, and the API's /ready
 	PY=$(PY) scripts/stack.sh status

@@ -129,6 +129,15 @@ def tree_rss_mb(pid: int) -> float:
     return rss_mb(pid) + sum(tree_rss_mb(kid) for kid in kids)
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) used so far by a process and its live children."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    kids = [int(c) for c in children.read_text().split()] if children.exists() else []
+    return own + sum(tree_cpu_seconds(kid) for kid in kids)
+
+
 def load_average() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
@@ -172,7 +181,10 @@ def workers_figures(env: dict[str, str], requests: int, workers_list: tuple[int,
             senders = scenario_senders(url, {"Authorization": f"Bearer {token}"})
             for name, send in senders.items():
                 run_load(send, 40, 8)  # warm-up: each worker's sessions and caches
-                figures[f"{name}/w{workers}/c8"] = run_load(send, requests, 8)
+                cpu = tree_cpu_seconds(api.pid)
+                figures[f"{name}/w{workers}/c8"] = result = run_load(send, requests, 8)
+                # The server's own CPU per request (the load generator's excluded): sizing.
+                result["server_cpu_ms"] = (tree_cpu_seconds(api.pid) - cpu) * 1000 / requests
             figures[f"rss_mb/w{workers}"] = tree_rss_mb(api.pid)
         finally:
             api.terminate()
@@ -183,11 +195,12 @@ def workers_figures(env: dict[str, str], requests: int, workers_list: tuple[int,
 
 def print_workers_figures(figures: dict, workers_list: tuple[int, ...] = (1, 2)) -> None:
     print(f"load average before: {figures['load_before']}, after: {figures['load_after']}")
-    print(f"{'scenario':<20}{'p50 ms':>9}{'p95 ms':>9}{'req/s':>9}{'errors':>8}")
+    print(f"{'scenario':<20}{'p50 ms':>9}{'p95 ms':>9}{'req/s':>9}{'errors':>8}{'CPU ms/req':>12}")
     for key, r in figures.items():
         if isinstance(r, dict):
             print(
-                f"{key:<20}{r['p50_ms']:>9.1f}{r['p95_ms']:>9.1f}{r['throughput_rps']:>9.1f}{r['errors']:>8d}"
+                f"{key:<20}{r['p50_ms']:>9.1f}{r['p95_ms']:>9.1f}{r['throughput_rps']:>9.1f}"
+                f"{r['errors']:>8d}{r['server_cpu_ms']:>12.1f}"
             )
     for name in ("text", "image", "fusion"):
         first, last = workers_list[0], workers_list[-1]
