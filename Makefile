@@ -23,7 +23,7 @@ $(VENV)/.installed: requirements-serve.txt requirements.txt requirements-dev.txt
 	@echo "== installing the Python dependencies into $(VENV): about 2.8 GB, 3-5 minutes the first time"
 	@$(PY) -m pip install --quiet --upgrade pip 2> >($(PIP_NOISE) >&2)
 	@set -o pipefail; $(PY) -m pip install --progress-bar off -r requirements-dev.txt 2> >($(PIP_NOISE) >&2) \
-	  | grep --line-buffered -E '^(Collecting|Installing collected|Successfully installed)' \
+	  | { grep --line-buffered -E '^(Collecting|Installing collected|Successfully installed)' || true; } \
 	  | sed -u -E 's/^Collecting ([^ ;]+).*/   collecting \1/; s/^Installing collected packages.*/   installing them (a minute or two)/; s/^Successfully installed.*/   done/'
 	@touch $@
 
