@@ -311,6 +311,9 @@ airflow_env() {  # airflow_env EXECUTOR: Airflow's settings, metadata in Postgre
   # Only the runs asked for: the weekly and daily schedules never start one on their own here.
   export AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE=false
   export AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL=30
+}
+
+airflow_migrate() {
   "$AIRFLOW_VENV/bin/airflow" db migrate >"$STACK_DIR/airflow-db.log" 2>&1 \
     || { tail -n 40 "$STACK_DIR/airflow-db.log" >&2; die "airflow db migrate failed"; }
 }
@@ -333,6 +336,7 @@ cmd_airflow_up() {
   trap '[[ $AIRFLOW_UP_DONE == 1 ]] || { log "airflow-up failed: stopping what it started"; for n in "${AIRFLOW_SERVICES[@]}"; do stop_bg "$n"; done; }' EXIT
   log "Airflow: migrating its metadata database ($STACK_AIRFLOW_DB), CeleryExecutor, broker $STACK_REDIS_URL"
   airflow_env CeleryExecutor
+  airflow_migrate
   # The DAGs in the metadata database now, not after the dag-processor's first pass.
   "$AIRFLOW_VENV/bin/airflow" dags reserialize >"$STACK_DIR/airflow-reserialize.log" 2>&1 \
     || { tail -n 40 "$STACK_DIR/airflow-reserialize.log" >&2; die "airflow dags reserialize failed"; }
@@ -402,6 +406,7 @@ cmd_retrain() {  # cmd_retrain [--end ISO8601]: the week before END (default: th
     # but `dags test` runs the DAG's tasks in this process: no scheduler or api-server needed.
     log "Airflow: migrating its metadata database"
     airflow_env LocalExecutor
+    airflow_migrate
     log "Airflow: dags test rakuten_retrain (log: $STACK_DIR/retrain.log)"
     local args=()
     [[ -z "$conf" ]] || args=(--conf "$conf")
