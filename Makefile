@@ -23,7 +23,7 @@ $(VENV)/.installed: requirements-serve.txt requirements.txt requirements-dev.txt
 	@echo "== installing the Python dependencies into $(VENV): about 2.8 GB, 3-5 minutes the first time"
 	@$(PY) -m pip install --quiet --upgrade pip 2> >($(PIP_NOISE) >&2)
 	@set -o pipefail; $(PY) -m pip install --progress-bar off -r requirements-dev.txt 2> >($(PIP_NOISE) >&2) \
-	  | grep --line-buffered -E '^(Collecting|Installing collected|Successfully installed)' \
+	  | { grep --line-buffered -E '^(Collecting|Installing collected|Successfully installed)' || true; } \
 	  | sed -u -E 's/^Collecting ([^ ;]+).*/   collecting \1/; s/^Installing collected packages.*/   installing them (a minute or two)/; s/^Successfully installed.*/   done/'
 	@touch $@
 
@@ -58,8 +58,8 @@ test: venv airflow-venv  ## Lint and check the import contracts, then run every 
 	$(PY) -m pytest --ignore=tests/dags -m "not e2e"
 	$(AIRFLOW_PY) -m pytest tests/dags
 
-test-e2e: venv airflow-venv  ## The end-to-end stack test (Postgres, S3, API, retraining DAG): minutes
-	$(PY) -m pytest tests/deploy/test_stack_e2e.py
+test-e2e: venv airflow-venv  ## End to end, as processes: the stack, the nginx balancer, the DAGs on Celery: minutes
+	$(PY) -m pytest tests/deploy/test_stack_e2e.py tests/deploy/test_balancer.py
 
 lint: venv  ## Lint and check the import contracts (.importlinter) only
 	$(VENV)/bin/ruff check .
@@ -73,7 +73,7 @@ clean:  ## Remove the virtualenvs and local state (var/)
 	rm -rf $(VENV) var .pytest_cache .ruff_cache .import_linter_cache
 
 # ---- the compose topology as local processes (scripts/stack.sh; docs/deploy.md) ----------
-.PHONY: stack stack-down stack-retrain stack-status
+.PHONY: stack stack-down stack-retrain stack-status stack-airflow stack-monitor
 
 stack: venv  ## Postgres + S3 (moto) + migrations + bootstrap + API on :8000, in the background
 	PY=$(PY) STACK_PORT=$(PORT) scripts/stack.sh up
@@ -83,6 +83,12 @@ stack-down:  ## Stop what `make stack` started
 
 stack-retrain: venv  ## Run the retraining DAG once against the running stack (END=ISO: that week)
 	PY=$(PY) scripts/stack.sh retrain $(if $(END),--end $(END))
+
+stack-airflow: venv airflow-venv  ## Airflow on the CeleryExecutor beside the stack: api-server, scheduler, dag-processor, a worker (Redis broker)
+	PY=$(PY) scripts/stack.sh airflow-up
+
+stack-monitor: venv  ## Run the monitoring DAG once on the stack's Airflow (after make stack-airflow)
+	PY=$(PY) scripts/stack.sh monitor
 
 stack-status:  ## What the stack runs, and the API's /ready
 	PY=$(PY) scripts/stack.sh status

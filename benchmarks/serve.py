@@ -13,6 +13,13 @@ against `POST /predict/batch` calls of `--batch-size` items (also at concurrency
 items per second; `--batch-only` runs just that part (no naive baseline).
 
 Without --bundle, a --quick bundle is trained on a synthetic catalogue first.
+
+    python -m benchmarks.serve --workers-compare [--database-url URL] [--rate-limit-storage URI]
+
+compares instead one `python -m api` with API_WORKERS=1 and with API_WORKERS=2 on the same
+cores: throughput and latency at concurrency 8 for text, image and fusion, and the resident
+memory of the whole process tree. Run it on an otherwise idle machine (it prints the load
+average before and after); a Postgres URL and a redis:// storage make it the production setup.
 """
 
 from __future__ import annotations
@@ -115,6 +122,96 @@ def run_load(send: Callable[[httpx.Client], httpx.Response], n: int, concurrency
     }
 
 
+def tree_rss_mb(pid: int) -> float:
+    """Resident memory of a process and its children (an API's supervisor and its workers)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    kids = [int(c) for c in children.read_text().split()] if children.exists() else []
+    return rss_mb(pid) + sum(tree_rss_mb(kid) for kid in kids)
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) used so far by a process and its live children."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    kids = [int(c) for c in children.read_text().split()] if children.exists() else []
+    return own + sum(tree_cpu_seconds(kid) for kid in kids)
+
+
+def load_average() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def scenario_senders(url: str, auth: dict[str, str]) -> dict[str, Callable[[httpx.Client], httpx.Response]]:
+    """One sender per scenario: text only, image only (a 500x500 JPEG), both."""
+    image = jpeg_500()
+    scenarios = {
+        "text": ({"designation": TITLE, "description": DESCRIPTION}, None),
+        "image": ({}, image),
+        "fusion": ({"designation": TITLE, "description": DESCRIPTION}, image),
+    }
+
+    def sender(data: dict, img: bytes | None) -> Callable[[httpx.Client], httpx.Response]:
+        def send(client: httpx.Client) -> httpx.Response:
+            files = {"image": ("p.jpg", img, "image/jpeg")} if img is not None else None
+            return client.post(f"{url}/predict", data=data, files=files, headers=auth)
+
+        return send
+
+    return {name: sender(data, img) for name, (data, img) in scenarios.items()}
+
+
+def workers_figures(env: dict[str, str], requests: int, workers_list: tuple[int, ...] = (1, 2)) -> dict:
+    """Each scenario at concurrency 8 against one API run with each number of workers."""
+    figures: dict[str, dict] = {"load_before": load_average()}
+    for workers in workers_list:
+        port = free_port()
+        api = subprocess.Popen(
+            [sys.executable, "-m", "api"],
+            env={**env, "PORT": str(port), "API_WORKERS": str(workers)},
+            cwd=ROOT,
+        )
+        try:
+            url = f"http://127.0.0.1:{port}"
+            wait_until_up(f"{url}/ready", api)
+            time.sleep(2 * workers)  # every worker up and warmed, not only the first to answer
+            token = httpx.post(
+                f"{url}/login", data={"username": "admin", "password": "bench-admin-password"}
+            ).json()["access_token"]
+            senders = scenario_senders(url, {"Authorization": f"Bearer {token}"})
+            for name, send in senders.items():
+                run_load(send, 40, 8)  # warm-up: each worker's sessions and caches
+                cpu = tree_cpu_seconds(api.pid)
+                figures[f"{name}/w{workers}/c8"] = result = run_load(send, requests, 8)
+                # The server's own CPU per request (the load generator's excluded): sizing.
+                result["server_cpu_ms"] = (tree_cpu_seconds(api.pid) - cpu) * 1000 / requests
+            figures[f"rss_mb/w{workers}"] = tree_rss_mb(api.pid)
+        finally:
+            api.terminate()
+            api.wait(timeout=60)
+    figures["load_after"] = load_average()
+    return figures
+
+
+def print_workers_figures(figures: dict, workers_list: tuple[int, ...] = (1, 2)) -> None:
+    print(f"load average before: {figures['load_before']}, after: {figures['load_after']}")
+    print(f"{'scenario':<20}{'p50 ms':>9}{'p95 ms':>9}{'req/s':>9}{'errors':>8}{'CPU ms/req':>12}")
+    for key, r in figures.items():
+        if isinstance(r, dict):
+            print(
+                f"{key:<20}{r['p50_ms']:>9.1f}{r['p95_ms']:>9.1f}{r['throughput_rps']:>9.1f}"
+                f"{r['errors']:>8d}{r['server_cpu_ms']:>12.1f}"
+            )
+    for name in ("text", "image", "fusion"):
+        first, last = workers_list[0], workers_list[-1]
+        ratio = (
+            figures[f"{name}/w{last}/c8"]["throughput_rps"] / figures[f"{name}/w{first}/c8"]["throughput_rps"]
+        )
+        print(f"{name}: {last} workers = {ratio:.2f}x the throughput of {first} at concurrency 8")
+    for workers in workers_list:
+        print(f"resident memory with {workers} worker(s): {figures[f'rss_mb/w{workers}']:.0f} MB")
+
+
 def batch_figures(api_url: str, auth: dict[str, str], items: int, batch_size: int) -> dict[str, float]:
     """Items per second: one /predict per listing vs /predict/batch, both at concurrency 1."""
     listings = [{"designation": f"{TITLE} lot {i}", "description": DESCRIPTION} for i in range(items)]
@@ -151,6 +248,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-only", action="store_true", help="only single vs batch throughput")
     parser.add_argument("--batch-size", type=int, default=50, help="items per /predict/batch call")
     parser.add_argument("--batch-items", type=int, default=1000, help="listings in the batch comparison")
+    parser.add_argument("--workers-compare", action="store_true", help="API_WORKERS=1 against 2, at c=8")
+    parser.add_argument("--database-url", help="the API's database (default: a fresh SQLite file)")
+    parser.add_argument("--rate-limit-storage", default="memory://", help="RATE_LIMIT_STORAGE_URI")
     args = parser.parse_args(argv)
 
     workdir = Path(tempfile.mkdtemp(prefix="serve-bench-"))
@@ -166,7 +266,8 @@ def main(argv: list[str] | None = None) -> None:
         **os.environ,
         "PYTHONPATH": str(ROOT),
         "TF_CPP_MIN_LOG_LEVEL": "2",
-        "DATABASE_URL": f"sqlite:///{workdir / 'bench.db'}",
+        "DATABASE_URL": args.database_url or f"sqlite:///{workdir / 'bench.db'}",
+        "RATE_LIMIT_STORAGE_URI": args.rate_limit_storage,
         "MODEL_STORE_URI": str(workdir / "store"),
         "MODEL_CACHE_DIR": str(workdir / "cache"),
         "IMAGE_STORE_URI": str(workdir / "images"),
@@ -180,6 +281,13 @@ def main(argv: list[str] | None = None) -> None:
         "RATE_LIMIT_PREDICT": "1000000/minute",
     }
     subprocess.run([sys.executable, "-m", "db.migrate", "upgrade"], env=env, check=True, cwd=ROOT)
+    if args.workers_compare:
+        figures = workers_figures(env, args.requests)
+        if args.json:
+            print(json.dumps(figures, indent=2))
+        else:
+            print_workers_figures(figures)
+        return
     api = subprocess.Popen([sys.executable, "-m", "api"], env=env, cwd=ROOT)
     naive = (
         None

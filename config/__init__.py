@@ -31,6 +31,10 @@ class Settings(BaseSettings):
     APP_ENV: Literal["development", "production"] = "development"
     HOST: str = "127.0.0.1"
     PORT: int = 8000
+    # Worker processes of `python -m api` on that one port (uvicorn's supervisor). Each loads
+    # its own model (docs/deploy.md, "What to size": one per core, memory x N); every piece of
+    # shared state is in Postgres or RATE_LIMIT_STORAGE_URI, which must then be redis://.
+    API_WORKERS: int = Field(default=1, ge=1, le=64)
     LOG_LEVEL: str = "INFO"
 
     # Auth
@@ -148,7 +152,9 @@ class Settings(BaseSettings):
     # catalogue (and the model is marked a demo).
     BOOTSTRAP_DATA: Path | None = None
     API_URL: str = "http://127.0.0.1:8000"
-    TRAIN_MODE: Literal["inprocess", "docker"] = "inprocess"
+    # Where the retraining DAG's training runs: in the Airflow worker, in TRAIN_IMAGE through the
+    # Docker socket (compose), or in a pod of TRAIN_IMAGE of its own (KubernetesPodOperator).
+    TRAIN_MODE: Literal["inprocess", "docker", "kubernetes"] = "inprocess"
     TRAIN_IMAGE: str = "rakuten-classifier-train:latest"
     TRAIN_EPOCHS: int | None = None
     TRAIN_QUICK: bool = False
@@ -202,6 +208,9 @@ class Settings(BaseSettings):
         )
         if problem:
             raise ValueError(f"FIRST_ADMIN_PASSWORD fails the password policy: {problem}")
+        if self.API_WORKERS > 1 and self.RATE_LIMIT_STORAGE_URI.startswith("memory://"):
+            # Each worker would count on its own: every limit N times looser than it says.
+            raise ValueError("API_WORKERS > 1 needs a shared RATE_LIMIT_STORAGE_URI (redis://...)")
         return self
 
     @field_validator("RATE_LIMIT_PREDICT", "RATE_LIMIT_PRODUCTS")

@@ -21,7 +21,9 @@ records it as `rejected` with the gate's figures. The model versions table then 
 week, and an admin can still promote a refused candidate by hand.
 
 `python -m pipelines.retrain train --snapshot URI --model-store URI --out RUN_URI` is the
-training container's command when TRAIN_MODE=docker (the same code as in-process training).
+training container's command when TRAIN_MODE=docker, and `python -m pipelines.retrain train-step
+--snapshot-json JSON` the training pod's when TRAIN_MODE=kubernetes (the same code as in-process
+training).
 """
 
 from __future__ import annotations
@@ -188,6 +190,15 @@ def train_step(settings: Settings, snapshot: dict[str, Any], *, docker_client: A
             epochs=settings.TRAIN_EPOCHS,
             quick=settings.TRAIN_QUICK,
         )
+    return record
+
+
+def trained_candidate(settings: Settings, snapshot: dict[str, Any]) -> dict[str, Any]:
+    """The candidate the training step (in whichever place it ran) published for this snapshot."""
+    run = run_uri(settings, snapshot)
+    record = candidate_record(run)
+    if record is None:
+        raise TrainingFailedError(f"the training step finished but published no candidate for {run}")
     return record
 
 
@@ -467,6 +478,11 @@ def main(argv: list[str] | None = None) -> int:
     train_cmd.add_argument("--epochs", type=int, default=None)
     train_cmd.add_argument("--quick", action="store_true")
     train_cmd.add_argument("--seed", type=int, default=0)
+    pod_cmd = sub.add_parser(
+        "train-step",
+        help="the DAG's train step for a snapshot (TRAIN_MODE=kubernetes: the training pod's command)",
+    )
+    pod_cmd.add_argument("--snapshot-json", required=True, help="the snapshot task's result (JSON)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if args.command == "train":
@@ -477,6 +493,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from config import get_settings
 
+    if args.command == "train-step":
+        # The pod is the training container: it trains here, whatever TRAIN_MODE says, and
+        # reuses a candidate already published for this interval (a retried task).
+        settings = get_settings().model_copy(update={"TRAIN_MODE": "inprocess"})
+        record = train_step(settings, json.loads(args.snapshot_json))
+        sys.stdout.write(json.dumps(record) + "\n")
+        return 0
     end = getattr(args, "end", None)
     start, end = (end - timedelta(weeks=1), end) if end else last_week()
     result = run_pipeline(get_settings(), start, end)

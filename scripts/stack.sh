@@ -6,6 +6,9 @@
 #   scripts/stack.sh up        start everything, print the URLs      (make stack)
 #   scripts/stack.sh down      stop what `up` started                (make stack-down)
 #   scripts/stack.sh retrain [--end ISO]   run the retraining DAG once  (make stack-retrain)
+#   scripts/stack.sh airflow-up   Airflow as compose runs it: api-server, scheduler, dag-processor
+#                                 and a Celery worker (CeleryExecutor, Redis broker)  (make stack-airflow)
+#   scripts/stack.sh monitor      run the monitoring DAG once
 #   scripts/stack.sh status    what runs, and the API's /ready
 #   scripts/stack.sh env       print the environment the processes share
 #
@@ -26,6 +29,10 @@
 #   STACK_DROP_DB        0               `down` also drops the databases when 1
 #   PY                   .venv/bin/python   the project's interpreter
 #   AIRFLOW_VENV         .venv-airflow   Airflow's virtualenv, for `retrain`
+#   STACK_REDIS_URL      redis://127.0.0.1:6379/1   the Celery broker of `airflow-up`
+#   STACK_AIRFLOW_PORT   8080            Airflow's api-server (127.0.0.1)
+#   STACK_AIRFLOW_LOG_PORT 8793          the Celery worker's log server
+#   STACK_DAG_TIMEOUT    1800            seconds a DAG run may take under `airflow-up`
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -45,6 +52,11 @@ STACK_READY_TIMEOUT="${STACK_READY_TIMEOUT:-300}"
 STACK_DROP_DB="${STACK_DROP_DB:-0}"
 PY="${PY:-$ROOT/.venv/bin/python}"
 AIRFLOW_VENV="${AIRFLOW_VENV:-$ROOT/.venv-airflow}"
+STACK_REDIS_URL="${STACK_REDIS_URL:-redis://127.0.0.1:6379/1}"
+STACK_AIRFLOW_PORT="${STACK_AIRFLOW_PORT:-8080}"
+STACK_AIRFLOW_LOG_PORT="${STACK_AIRFLOW_LOG_PORT:-8793}"
+STACK_DAG_TIMEOUT="${STACK_DAG_TIMEOUT:-1800}"
+AIRFLOW_SERVICES=(airflow-apiserver airflow-scheduler airflow-dag-processor airflow-worker)
 VENV_BIN="$(dirname "$PY")"
 ENV_FILE="$STACK_DIR/env"
 PSQL=(env PGOPTIONS=--client-min-messages=warning psql -h "$STACK_PG_HOST" -p "$STACK_PG_PORT" -U postgres -v ON_ERROR_STOP=1 -qAt)
@@ -236,6 +248,8 @@ EOF
 }
 
 cmd_down() {
+  local name
+  for name in "${AIRFLOW_SERVICES[@]}"; do stop_bg "$name"; done
   stop_bg api
   stop_bg s3
   if [[ "$STACK_DROP_DB" == "1" ]] && pg_isready -h "$STACK_PG_HOST" -p "$STACK_PG_PORT" -q; then
@@ -248,7 +262,7 @@ cmd_down() {
 
 cmd_status() {
   local name
-  for name in s3 api; do
+  for name in s3 api "${AIRFLOW_SERVICES[@]}"; do
     if alive "$name"; then log "$name: running (pid $(cat "$STACK_DIR/$name.pid"))"; else log "$name: stopped"; fi
   done
   if alive api; then
@@ -264,6 +278,115 @@ EOF
   fi
 }
 
+airflow_env() {  # airflow_env EXECUTOR: Airflow's settings, metadata in Postgres next to the project's
+  local airflow_home="$STACK_DIR/airflow"
+  mkdir -p "$airflow_home"
+  export AIRFLOW_HOME="$airflow_home"
+  export AIRFLOW__CORE__DAGS_FOLDER="$ROOT/airflow/dags"
+  export AIRFLOW__CORE__LOAD_EXAMPLES=false
+  export AIRFLOW__CORE__EXECUTOR="$1"
+  if "$AIRFLOW_VENV/bin/python" -c "import asyncpg" 2>/dev/null; then
+    # Airflow 3 also opens an async engine on its metadata database: asyncpg for Postgres.
+    export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="postgresql+psycopg2://postgres@$STACK_PG_HOST:$STACK_PG_PORT/$STACK_AIRFLOW_DB"
+    if [[ "$("${PSQL[@]}" -d postgres -c "SELECT 1 FROM pg_database WHERE datname = '$STACK_AIRFLOW_DB'")" != "1" ]]; then
+      "${PSQL[@]}" -d postgres -c "CREATE DATABASE \"$STACK_AIRFLOW_DB\""
+    fi
+  else
+    [[ "$1" != CeleryExecutor ]] || die "asyncpg is not in $AIRFLOW_VENV: \`make airflow-venv\`"
+    log "asyncpg is not in $AIRFLOW_VENV: Airflow's metadata in SQLite ($airflow_home/airflow.db)"
+    export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="sqlite:///$airflow_home/airflow.db"
+  fi
+  # What docker-compose.yml sets for its Airflow services (CeleryExecutor, Redis broker,
+  # Celery results in the metadata database, the Task Execution API on the api-server).
+  export AIRFLOW__CELERY__BROKER_URL="$STACK_REDIS_URL"
+  export AIRFLOW__CELERY__RESULT_BACKEND="db+postgresql+psycopg2://postgres@$STACK_PG_HOST:$STACK_PG_PORT/$STACK_AIRFLOW_DB"
+  export AIRFLOW__CORE__EXECUTION_API_SERVER_URL="http://127.0.0.1:$STACK_AIRFLOW_PORT/execution/"
+  export AIRFLOW__API__PORT="$STACK_AIRFLOW_PORT"
+  export AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT="$STACK_AIRFLOW_LOG_PORT"
+  # A secret of this stack's own, shared by its components (task tokens are signed with it).
+  [[ -f "$airflow_home/jwt-secret" ]] || "$PY" -c 'import secrets; print(secrets.token_hex(32))' >"$airflow_home/jwt-secret"
+  AIRFLOW__API_AUTH__JWT_SECRET="$(cat "$airflow_home/jwt-secret")"
+  export AIRFLOW__API_AUTH__JWT_SECRET
+  export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION=false
+  # Only the runs asked for: the weekly and daily schedules never start one on their own here.
+  export AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE=false
+  export AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL=30
+}
+
+airflow_migrate() {
+  "$AIRFLOW_VENV/bin/airflow" db migrate >"$STACK_DIR/airflow-db.log" 2>&1 \
+    || { tail -n 40 "$STACK_DIR/airflow-db.log" >&2; die "airflow db migrate failed"; }
+}
+
+airflow_running() {
+  local name
+  for name in "${AIRFLOW_SERVICES[@]}"; do alive "$name" || return 1; done
+}
+
+cmd_airflow_up() {
+  alive api || die "the stack is not running: \`make stack\` first"
+  [[ -x "$AIRFLOW_VENV/bin/airflow" ]] || die "no $AIRFLOW_VENV: \`make airflow-venv\` first"
+  airflow_running && { log "Airflow already runs"; return 0; }
+  "$PY" -c "import redis, sys; redis.Redis.from_url(sys.argv[1], socket_connect_timeout=3).ping()" "$STACK_REDIS_URL" \
+    || die "no Redis at $STACK_REDIS_URL (the Celery broker)"
+  "$PY" -c "import socket, sys; socket.create_server(('127.0.0.1', int(sys.argv[1]))).close()" "$STACK_AIRFLOW_PORT" \
+    2>/dev/null || die "port $STACK_AIRFLOW_PORT is taken: set STACK_AIRFLOW_PORT"
+  load_env
+  AIRFLOW_UP_DONE=0
+  trap '[[ $AIRFLOW_UP_DONE == 1 ]] || { log "airflow-up failed: stopping what it started"; for n in "${AIRFLOW_SERVICES[@]}"; do stop_bg "$n"; done; }' EXIT
+  log "Airflow: migrating its metadata database ($STACK_AIRFLOW_DB), CeleryExecutor, broker $STACK_REDIS_URL"
+  airflow_env CeleryExecutor
+  airflow_migrate
+  # The DAGs in the metadata database now, not after the dag-processor's first pass.
+  "$AIRFLOW_VENV/bin/airflow" dags reserialize >"$STACK_DIR/airflow-reserialize.log" 2>&1 \
+    || { tail -n 40 "$STACK_DIR/airflow-reserialize.log" >&2; die "airflow dags reserialize failed"; }
+  local airflow="$AIRFLOW_VENV/bin/airflow"
+  start_bg airflow-apiserver "$airflow" api-server --port "$STACK_AIRFLOW_PORT" --host 127.0.0.1
+  start_bg airflow-scheduler "$airflow" scheduler
+  start_bg airflow-dag-processor "$airflow" dag-processor
+  # Two task slots: a training task and the rest; the training is in process (TRAIN_MODE=inprocess).
+  start_bg airflow-worker "$airflow" celery worker --concurrency 2 --celery-hostname "stack-$STACK_AIRFLOW_PORT@%h"
+  wait_http "http://127.0.0.1:$STACK_AIRFLOW_PORT/api/v2/version" 180 airflow-apiserver
+  local start=$SECONDS
+  until grep -q "ready\." "$STACK_DIR/airflow-worker.log" 2>/dev/null; do
+    alive airflow-worker || { tail -n 40 "$STACK_DIR/airflow-worker.log" >&2; die "the Celery worker exited"; }
+    (( SECONDS - start < 180 )) || die "the Celery worker is not ready after 180 s (log: $STACK_DIR/airflow-worker.log)"
+    sleep 1
+  done
+  AIRFLOW_UP_DONE=1
+  log "Airflow up: http://127.0.0.1:$STACK_AIRFLOW_PORT, a Celery worker on $STACK_REDIS_URL"
+}
+
+dag_run() {  # dag_run DAG_ID [CONF_JSON]: trigger a run on the running Airflow, wait for its end
+  local dag="$1" conf="${2:-}" run_id state start=$SECONDS
+  run_id="stack-$(date -u +%Y%m%dT%H%M%S)-$RANDOM"
+  load_env
+  airflow_env CeleryExecutor
+  local args=(dags trigger "$dag" --run-id "$run_id")
+  [[ -z "$conf" ]] || args+=(--conf "$conf")
+  "$AIRFLOW_VENV/bin/airflow" "${args[@]}" >>"$STACK_DIR/airflow-trigger.log" 2>&1 \
+    || { tail -n 20 "$STACK_DIR/airflow-trigger.log" >&2; die "could not trigger $dag"; }
+  log "$dag: run $run_id queued (scheduler -> Redis -> Celery worker)"
+  while :; do
+    state="$("${PSQL[@]}" -d "$STACK_AIRFLOW_DB" -c "SELECT state FROM dag_run WHERE dag_id = '$dag' AND run_id = '$run_id'")"
+    [[ "$state" == success || "$state" == failed ]] && break
+    airflow_running || die "an Airflow process exited (logs: $STACK_DIR/airflow-*.log)"
+    (( SECONDS - start < STACK_DAG_TIMEOUT )) || die "$dag run $run_id still $state after $STACK_DAG_TIMEOUT s"
+    sleep 3
+  done
+  "${PSQL[@]}" -d "$STACK_AIRFLOW_DB" -F ' ' -c \
+    "SELECT task_id, state, hostname, external_executor_id FROM task_instance WHERE dag_id = '$dag' AND run_id = '$run_id' ORDER BY start_date" \
+    | sed 's/^/[stack]   task /'
+  [[ "$state" == success ]] || die "$dag run $run_id $state (task logs: $AIRFLOW_HOME/logs)"
+  log "$dag run $run_id succeeded in $(( SECONDS - start )) s"
+}
+
+cmd_monitor() {
+  alive api || die "the stack is not running: \`make stack\` first"
+  airflow_running || die "Airflow is not running: scripts/stack.sh airflow-up"
+  dag_run rakuten_monitor
+}
+
 cmd_retrain() {  # cmd_retrain [--end ISO8601]: the week before END (default: the DAG's interval)
   local end=""
   if [[ "${1:-}" == "--end" ]]; then
@@ -273,32 +396,21 @@ cmd_retrain() {  # cmd_retrain [--end ISO8601]: the week before END (default: th
   fi
   alive api || die "the stack is not running: \`make stack\` first"
   load_env
-  if [[ -x "$AIRFLOW_VENV/bin/airflow" && -f "$ROOT/airflow/dags/retrain.py" ]]; then
+  local conf=""
+  [[ -z "$end" ]] || conf="{\"interval_end\": \"$end\"}"
+  if airflow_running; then
+    # `airflow-up` ran: the run goes through the scheduler and a Celery worker, as in compose.
+    dag_run rakuten_retrain "$conf"
+  elif [[ -x "$AIRFLOW_VENV/bin/airflow" && -f "$ROOT/airflow/dags/retrain.py" ]]; then
     # Airflow as in the compose stack (metadata in Postgres, next to the project's database),
     # but `dags test` runs the DAG's tasks in this process: no scheduler or api-server needed.
-    local airflow_home="$STACK_DIR/airflow"
-    mkdir -p "$airflow_home"
-    export AIRFLOW_HOME="$airflow_home"
-    export AIRFLOW__CORE__DAGS_FOLDER="$ROOT/airflow/dags"
-    export AIRFLOW__CORE__LOAD_EXAMPLES=false
-    export AIRFLOW__CORE__EXECUTOR=LocalExecutor
-    if "$AIRFLOW_VENV/bin/python" -c "import asyncpg" 2>/dev/null; then
-      # Airflow 3 also opens an async engine on its metadata database: asyncpg for Postgres.
-      export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="postgresql+psycopg2://postgres@$STACK_PG_HOST:$STACK_PG_PORT/$STACK_AIRFLOW_DB"
-      if [[ "$("${PSQL[@]}" -d postgres -c "SELECT 1 FROM pg_database WHERE datname = '$STACK_AIRFLOW_DB'")" != "1" ]]; then
-        "${PSQL[@]}" -d postgres -c "CREATE DATABASE \"$STACK_AIRFLOW_DB\""
-      fi
-    else
-      log "asyncpg is not in $AIRFLOW_VENV: Airflow's metadata in SQLite ($airflow_home/airflow.db)"
-      export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="sqlite:///$airflow_home/airflow.db"
-    fi
     log "Airflow: migrating its metadata database"
-    "$AIRFLOW_VENV/bin/airflow" db migrate >"$STACK_DIR/airflow-db.log" 2>&1 \
-      || { tail -n 40 "$STACK_DIR/airflow-db.log" >&2; die "airflow db migrate failed"; }
+    airflow_env LocalExecutor
+    airflow_migrate
     log "Airflow: dags test rakuten_retrain (log: $STACK_DIR/retrain.log)"
-    local conf=()
-    [[ -z "$end" ]] || conf=(--conf "{\"interval_end\": \"$end\"}")
-    "$AIRFLOW_VENV/bin/airflow" dags test rakuten_retrain "${conf[@]}" 2>&1 \
+    local args=()
+    [[ -z "$conf" ]] || args=(--conf "$conf")
+    "$AIRFLOW_VENV/bin/airflow" dags test rakuten_retrain "${args[@]}" 2>&1 \
       | tee "$STACK_DIR/retrain.log" | sed -u 's/^/[retrain] /'
     # `dags test` can exit 0 on a failed run: the run's final state decides.
     grep -q "DagRun Finished: dag_id=rakuten_retrain, .*state=success" "$STACK_DIR/retrain.log" \
@@ -319,6 +431,8 @@ case "${1:-}" in
   down) cmd_down ;;
   status) cmd_status ;;
   retrain) shift; cmd_retrain "$@" ;;
+  airflow-up) cmd_airflow_up ;;
+  monitor) cmd_monitor ;;
   env) load_env && grep -v '^#' "$ENV_FILE" ;;
-  *) sed -n '2,12p' "$0"; exit 2 ;;
+  *) sed -n '2,15p' "$0"; exit 2 ;;
 esac

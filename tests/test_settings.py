@@ -97,6 +97,14 @@ def test_production_starts_with_real_secrets():
     assert settings.APP_ENV == "production"
 
 
+def test_production_refuses_several_workers_counting_rate_limits_each_on_its_own():
+    real = {"APP_ENV": "production", "SECRET_KEY": STRONG, "FIRST_ADMIN_PASSWORD": ADMIN_PASSWORD}
+    with pytest.raises(ValidationError, match="RATE_LIMIT_STORAGE_URI"):
+        Settings(**real, API_WORKERS=2)
+    shared = Settings(**real, API_WORKERS=2, RATE_LIMIT_STORAGE_URI="redis://redis:6379/0")
+    assert shared.API_WORKERS == 2
+
+
 def test_settings_read_the_environment(monkeypatch):
     monkeypatch.setenv("DATABASE_URL", "postgresql+psycopg2://u@h/db")
     monkeypatch.setenv("PORT", "9000")

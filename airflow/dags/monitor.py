@@ -52,7 +52,8 @@ def rakuten_monitor() -> None:
         from pipelines.monitor import monitor_window
 
         context = get_current_context()
-        start, end = context["data_interval_start"], context["data_interval_end"]
+        # A run triggered without a logical date (the CLI, the UI, the REST API) has no interval.
+        start, end = context.get("data_interval_start"), context.get("data_interval_end")
         if start is None or end is None:  # a manual run without a logical date: the last day
             end = context["dag_run"].run_after
             start = end - timedelta(days=1)

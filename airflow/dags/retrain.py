@@ -6,8 +6,10 @@ Every Monday 03:00 UTC, for the week that just ended (the run's data interval):
    rows with neither text nor image, and undecodable images (never deleted); fail, without
    retrying, below MIN_TRAINING_ROWS usable rows.
 2. **snapshot** the usable rows to DATA_STORE_URI, keyed by the data interval (a rerun reuses it).
-3. **train** a candidate on the snapshot's train split: in this worker (TRAIN_MODE=inprocess) or
-   in the training image TRAIN_IMAGE through the Docker API (TRAIN_MODE=docker).
+3. **train** a candidate on the snapshot's train split: in this worker (TRAIN_MODE=inprocess),
+   in the training image TRAIN_IMAGE through the Docker API (TRAIN_MODE=docker, compose), or in
+   a pod of TRAIN_IMAGE with its own CPU and memory (TRAIN_MODE=kubernetes: **train_pod**, a
+   KubernetesPodOperator); **where_to_train** picks one, **candidate** reads what it published.
 4. **evaluate** the candidate and the production model on the snapshot's held-out split.
 5. **gate**: promote only if weighted F1 improves by more than GATE_MIN_IMPROVEMENT with no
    class losing more than GATE_MAX_RECALL_DROP recall (pipelines/gate.py).
@@ -27,13 +29,27 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 from airflow.sdk import CronDataIntervalTimetable, dag, get_current_context, task
+from kubernetes.client import models as k8s
 
 DEFAULT_ARGS = {
     "owner": "mlops",
     "retries": 2,
     "retry_delay": timedelta(minutes=10),
 }
+
+
+# TRAIN_MODE=kubernetes: the training pod's share of a node (CPU-bound; the more cores, the
+# shorter the run) and where its settings come from (deploy/k8s: the API's ConfigMap and Secret).
+TRAIN_POD_RESOURCES = k8s.V1ResourceRequirements(
+    requests={"cpu": "2", "memory": "4Gi"},
+    limits={"cpu": "4", "memory": "8Gi"},
+)
+TRAIN_POD_ENV_FROM = [
+    k8s.V1EnvFromSource(config_map_ref=k8s.V1ConfigMapEnvSource(name="rakuten-config")),
+    k8s.V1EnvFromSource(secret_ref=k8s.V1SecretEnvSource(name="rakuten-secrets")),
+]
 
 
 def _settings():  # type: ignore[no-untyped-def]
@@ -95,12 +111,46 @@ def rakuten_retrain() -> None:
         start, end = _interval()
         return snapshot_step(_settings(), start, end)
 
+    @task.branch
+    def where_to_train() -> str:
+        """`train_pod` when TRAIN_MODE=kubernetes, else `train` (this worker, or Docker)."""
+        settings = _settings()
+        if settings.TRAIN_MODE != "kubernetes":
+            return "train"
+        get_current_context()["ti"].xcom_push(key="image", value=settings.TRAIN_IMAGE)
+        return "train_pod"
+
     @task(execution_timeout=timedelta(hours=8))
     def train(snapshot: dict[str, Any]) -> dict[str, Any]:
         """Train a candidate bundle on the snapshot's train split."""
         from pipelines.retrain import train_step
 
         return train_step(_settings(), snapshot)
+
+    # The pod runs the same step in the training image (`python -m pipelines.retrain train-step`);
+    # it reads the stores' settings from the ConfigMap and Secret, not from this worker.
+    train_pod = KubernetesPodOperator(
+        task_id="train_pod",
+        name="rakuten-train",
+        image="{{ ti.xcom_pull(task_ids='where_to_train', key='image') }}",
+        cmds=["python", "-m", "pipelines.retrain", "train-step"],
+        arguments=["--snapshot-json", "{{ ti.xcom_pull(task_ids='snapshot') | tojson }}"],
+        env_from=TRAIN_POD_ENV_FROM,
+        container_resources=TRAIN_POD_RESOURCES,
+        security_context=k8s.V1PodSecurityContext(
+            run_as_non_root=True, run_as_user=10001, run_as_group=10001
+        ),
+        on_finish_action="delete_pod",
+        get_logs=True,
+        execution_timeout=timedelta(hours=8),
+    )
+
+    @task(trigger_rule="none_failed_min_one_success")
+    def candidate(snapshot: dict[str, Any]) -> dict[str, Any]:
+        """The candidate the training published (read back from the run folder)."""
+        from pipelines.retrain import trained_candidate
+
+        return trained_candidate(_settings(), snapshot)
 
     @task(execution_timeout=timedelta(hours=2))
     def evaluate(snapshot: dict[str, Any], candidate: dict[str, Any]) -> dict[str, Any]:
@@ -132,9 +182,12 @@ def rakuten_retrain() -> None:
 
     frozen = snapshot()
     validate() >> frozen
-    candidate = train(frozen)
-    decision = gate(evaluate(frozen, candidate))
-    reload_api(publish(candidate, decision))
+    trainers = [train(frozen), train_pod]
+    frozen >> where_to_train() >> trainers
+    trained = candidate(frozen)
+    trainers >> trained
+    decision = gate(evaluate(frozen, trained))
+    reload_api(publish(trained, decision))
 
 
 rakuten_retrain()

@@ -35,3 +35,34 @@ def test_training_data_tells_synthetic_folders_and_products_apart():
     assert training_data({"data_sources": "snapshot:s3://b/x[train]"})["kind"] == "products"
     assert training_data({"data_sources": "products[verified]"})["demo"] is False
     assert training_data({})["kind"] == "unknown"
+
+
+def test_several_workers_build_their_app_from_the_factory_on_one_bound_socket(monkeypatch):
+    import api.__main__ as entry
+
+    seen: dict = {}
+
+    class Config:
+        def __init__(self, app, **options):  # type: ignore[no-untyped-def]
+            seen.update(app=app, **options)
+
+        def bind_socket(self):  # type: ignore[no-untyped-def]
+            seen["bound"] = True
+            return "socket"
+
+    class Supervisor:
+        def __init__(self, config, sockets):  # type: ignore[no-untyped-def]
+            seen["sockets"] = sockets
+
+        def run(self) -> None:
+            seen["supervised"] = True
+
+    monkeypatch.setattr(entry.uvicorn, "Config", Config)
+    monkeypatch.setattr(entry, "Multiprocess", Supervisor)
+    monkeypatch.setattr(entry, "port_problem", lambda host, port: None)
+    monkeypatch.setattr(entry, "get_settings", lambda: Settings(API_WORKERS=2, LOG_LEVEL="INFO"))
+    entry.main([])
+    assert seen["app"] == "api.main:create_app" and seen["factory"] is True and seen["workers"] == 2
+    assert seen["bound"] and seen["sockets"] == ["socket"] and seen["supervised"]
+    # Each worker is a fresh interpreter: the project's loggers get a handler at LOG_LEVEL there.
+    assert seen["log_config"]["root"] == {"handlers": ["project"], "level": "INFO"}

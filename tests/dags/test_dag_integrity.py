@@ -53,13 +53,29 @@ def test_the_retraining_dag_runs_its_steps_in_order(dagbag):
 
     assert downstream == {
         "validate": {"snapshot"},
-        "snapshot": {"train", "evaluate"},
-        "train": {"evaluate", "publish"},
+        "snapshot": {"where_to_train", "train", "candidate", "evaluate"},
+        "where_to_train": {"train", "train_pod"},
+        "train": {"candidate"},
+        "train_pod": {"candidate"},
+        "candidate": {"evaluate", "publish"},
         "evaluate": {"gate"},
         "gate": {"publish"},
         "publish": {"reload_api"},
         "reload_api": set(),
     }
+    # Whichever trainer ran (the other is skipped by the branch), the candidate is read back.
+    assert dag.get_task("candidate").trigger_rule == "none_failed_min_one_success"
+
+
+def test_on_kubernetes_the_training_runs_in_a_pod_of_its_own_with_requests_and_limits(dagbag):
+    pod = dagbag.dags["rakuten_retrain"].get_task("train_pod")
+    resources = pod.container_resources
+    assert resources.requests == {"cpu": "2", "memory": "4Gi"}
+    assert resources.limits == {"cpu": "4", "memory": "8Gi"}
+    assert pod.cmds == ["python", "-m", "pipelines.retrain", "train-step"]
+    assert "where_to_train" in pod.image and pod.on_finish_action.value == "delete_pod"
+    sources = {(e.config_map_ref or e.secret_ref).name for e in pod.env_from}
+    assert sources == {"rakuten-config", "rakuten-secrets"}  # deploy/k8s: the API's settings
 
 
 def test_the_monitoring_dag_triggers_a_retraining_only_behind_its_short_circuit(dagbag):

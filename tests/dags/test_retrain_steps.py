@@ -197,6 +197,29 @@ def test_a_failed_training_container_fails_the_step_and_is_removed(tmp_path):
     assert docker.container.removed
 
 
+def test_the_training_pod_runs_the_train_step_in_process_and_the_candidate_is_read_back(
+    tmp_path, monkeypatch
+):
+    # TRAIN_MODE=kubernetes: the pod's command trains in the pod, never through Docker again.
+    snapshot = {"uri": "s3://data/datasets/snapshots/A_B", "key": "snapshots/A_B"}
+    settings = docker_settings(tmp_path)
+    seen: dict[str, Any] = {}
+
+    def fake_train_step(s: Settings, snap: dict[str, Any]) -> dict[str, Any]:
+        seen.update(mode=s.TRAIN_MODE, snapshot=snap)
+        run = retrain.run_uri(s, snap)
+        return retrain.publish_candidate(write_bundle(tmp_path / "b", "v-pod"), s.MODEL_STORE_URI, run)
+
+    monkeypatch.setattr(retrain, "train_step", fake_train_step)
+    monkeypatch.setattr("config.get_settings", lambda: settings)
+
+    assert retrain.main(["train-step", "--snapshot-json", json.dumps(snapshot)]) == 0
+    assert seen == {"mode": "inprocess", "snapshot": snapshot}
+    assert retrain.trained_candidate(settings, snapshot)["version"] == "v-pod"
+    with pytest.raises(retrain.TrainingFailedError, match="published no candidate"):
+        retrain.trained_candidate(settings, {"uri": "s3://x/s", "key": "snapshots/C_D"})
+
+
 # -- publishing -------------------------------------------------------------------------------------
 
 

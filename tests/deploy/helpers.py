@@ -30,11 +30,18 @@ PROJECT_PACKAGES = ("api", "catalog", "config", "db", "models", "pipelines", "st
 
 # Compose services that run the project's code and read config.Settings.
 PROJECT_SERVICES = ("init", "api", "trainer")
-AIRFLOW_SERVICES = ("airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor")
+AIRFLOW_SERVICES = (
+    "airflow-init",
+    "airflow-apiserver",
+    "airflow-scheduler",
+    "airflow-dag-processor",
+    "airflow-worker",
+    "flower",
+)
 
 # Variables of other programs that the project's containers may carry.
 THIRD_PARTY_ENV = re.compile(
-    r"^(AWS_\w+|AIRFLOW__\w+|_AIRFLOW_\w+|AIRFLOW_\w+|POSTGRES_\w+|MINIO_\w+|TF_\w+|PYTHONPATH)$"
+    r"^(AWS_\w+|AIRFLOW__\w+|_AIRFLOW_\w+|AIRFLOW_\w+|POSTGRES_\w+|MINIO_\w+|TF_\w+|PYTHONPATH|DUMB_INIT_SETSID)$"
 )
 
 

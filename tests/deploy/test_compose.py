@@ -33,7 +33,15 @@ SECRETS = (
     "AIRFLOW_ADMIN_PASSWORD",
     "AIRFLOW_JWT_SECRET",
 )
-AIRFLOW_COMMANDS = {"version", "api-server", "scheduler", "dag-processor", "triggerer"}
+AIRFLOW_COMMANDS = {
+    "version",
+    "api-server",
+    "scheduler",
+    "dag-processor",
+    "triggerer",
+    "celery worker",
+    "celery flower",
+}
 
 
 @pytest.fixture(scope="module")
@@ -162,10 +170,15 @@ def test_one_shot_services_are_awaited_by_a_long_running_one(services: dict) -> 
             assert "healthcheck" in service, f"long-running {name} needs a healthcheck (for up --wait)"
 
 
-def test_airflow_runs_local_executor_on_its_own_database(services: dict) -> None:
+def test_airflow_runs_the_celery_executor_on_redis_and_its_own_database(services: dict) -> None:
     for name in AIRFLOW_SERVICES:
         env = services[name]["environment"]
-        assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
+        assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+        assert env["AIRFLOW__CELERY__BROKER_URL"] == "redis://redis:6379/1"
+        assert env["AIRFLOW__CELERY__RESULT_BACKEND"].startswith("db+postgresql+psycopg2://")
+        assert env["AIRFLOW__CELERY__RESULT_BACKEND"].endswith("@postgres:5432/airflow")
+        if name != "airflow-init":  # the one-shot migration needs no broker
+            assert services[name]["depends_on"]["redis"]["condition"] == "service_healthy"
         assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].endswith("@postgres:5432/airflow")
         assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://airflow-apiserver:8080/execution/"
         assert env["TRAIN_MODE"] == "docker"
@@ -175,6 +188,17 @@ def test_airflow_runs_local_executor_on_its_own_database(services: dict) -> None
         assert Path(targets["/opt/airflow/dags"]["source"]) == ROOT / "airflow" / "dags"
         assert Path(targets["/opt/rakuten/pipelines"]["source"]) == ROOT / "pipelines"
         assert "/var/run/docker.sock" in targets
+
+
+def test_celery_workers_can_be_scaled_and_the_api_shares_its_counters_in_redis(services: dict) -> None:
+    worker = services["airflow-worker"]
+    assert command_text(worker["command"]) == "celery worker"
+    assert "inspect ping" in command_text(worker["healthcheck"]["test"])
+    assert not worker.get("ports") and not worker.get("container_name")  # --scale airflow-worker=N
+    api = services["api"]["environment"]
+    assert api["RATE_LIMIT_STORAGE_URI"] == "redis://redis:6379/0"  # not the broker's database
+    assert api["API_WORKERS"] == "1"
+    assert services["api"]["depends_on"]["redis"]["condition"] == "service_healthy"
 
 
 def test_postgres_creates_the_airflow_database(services: dict) -> None:

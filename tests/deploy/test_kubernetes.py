@@ -2,12 +2,43 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.deploy.helpers import K8S_DIR, THIRD_PARTY_ENV, module_path, python_modules, settings_fields
+from tests.deploy.helpers import (
+    K8S_DIR,
+    THIRD_PARTY_ENV,
+    find_binary,
+    module_path,
+    python_modules,
+    settings_fields,
+)
+
+# The Kubernetes release the manifests target (EKS, GKE and AKS all offer it).
+KUBERNETES_VERSION = "1.33.0"
+HELM_VALUES = K8S_DIR / "helm" / "airflow-values.yaml"
+
+# Key paths of the official Apache Airflow chart's values.yaml that helm/airflow-values.yaml
+# uses, as that file documents them (apache/airflow, chart/values.yaml, the chart for Airflow
+# 3.1: `apiServer`, `jwtSecretName`, `apiSecretKeySecretName` are Airflow 3's). Neither helm nor
+# the chart can be installed here: this list is how a misspelt or invented key is caught.
+CHART_VALUE_KEYS = {
+    "defaultAirflowRepository", "defaultAirflowTag", "airflowVersion", "executor",
+    "allowPodLaunching", "extraEnvFrom", "env", "postgresql", "postgresql.enabled", "data",
+    "data.metadataSecretName", "fernetKeySecretName", "jwtSecretName", "apiSecretKeySecretName",
+    "redis", "redis.enabled", "redis.persistence", "redis.persistence.enabled",
+    "redis.persistence.size", "dags", "dags.gitSync", "dags.gitSync.enabled", "dags.gitSync.repo",
+    "dags.gitSync.branch", "dags.gitSync.ref", "dags.gitSync.subPath", "dags.gitSync.period",
+    "scheduler", "scheduler.replicas", "scheduler.resources", "dagProcessor",
+    "dagProcessor.enabled", "dagProcessor.resources", "apiServer", "apiServer.replicas",
+    "apiServer.resources", "workers", "workers.replicas", "workers.resources",
+    "workers.persistence", "workers.persistence.enabled", "workers.terminationGracePeriodSeconds",
+    "triggerer", "triggerer.enabled", "flower", "flower.enabled", "createUserJob",
+    "createUserJob.enabled", "config",
+}  # fmt: skip
 
 
 def _documents() -> list[tuple[Path, dict]]:
@@ -17,6 +48,11 @@ def _documents() -> list[tuple[Path, dict]]:
             if doc:
                 docs.append((path, doc))
     return docs
+
+
+@pytest.fixture(scope="module")
+def helm_values() -> dict:
+    return yaml.safe_load(HELM_VALUES.read_text())
 
 
 @pytest.fixture(scope="module")
@@ -137,10 +173,70 @@ def test_secret_example_holds_no_secret(manifests: list[dict]) -> None:
             assert "REPLACE_ME" in value, key
 
 
-def test_retraining_is_scheduled_weekly(manifests: list[dict]) -> None:
-    cronjob = _one(manifests, "CronJob")
-    assert cronjob["spec"]["concurrencyPolicy"] == "Forbid"
-    assert len(cronjob["spec"]["schedule"].split()) == 5
+def test_manifests_validate_against_the_kubernetes_schemas_of_the_targeted_version() -> None:
+    # kubernetes-validate (requirements-dev.txt) ships the OpenAPI schemas of each release;
+    # --strict also refuses a field the schema does not have (a typo, a misplaced key).
+    files = [str(p) for p in sorted(K8S_DIR.glob("*.yaml")) if p.name != "kustomization.yaml"]
+    result = subprocess.run(
+        [find_binary("kubernetes-validate"), "--strict", "-k", KUBERNETES_VERSION, *files],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("passed for resource") == sum(1 for _ in _documents()) - 1
+
+
+def test_the_retraining_cronjob_is_gone_airflow_schedules_it() -> None:
+    # One retraining scheduler: the DAG, on Airflow from the Helm chart (helm/airflow-values.yaml).
+    kinds = {doc["kind"] for _, doc in _documents()}
+    assert "CronJob" not in kinds
+
+
+def _key_paths(node: object, prefix: str = "") -> set[str]:
+    if not isinstance(node, dict):
+        return set()
+    paths = set()
+    for key, value in node.items():
+        path = f"{prefix}.{key}" if prefix else key
+        paths.add(path)
+        # `config` is airflow.cfg (any section and option), `resources` a Kubernetes object.
+        if path != "config" and not path.endswith(".resources"):
+            paths |= _key_paths(value, path)
+    return paths
+
+
+def test_the_helm_values_use_only_keys_the_chart_documents(helm_values: dict) -> None:
+    unknown = sorted(_key_paths(helm_values) - CHART_VALUE_KEYS)
+    assert not unknown, f"not keys of the Apache Airflow chart's values.yaml: {unknown}"
+
+
+def test_the_helm_values_run_the_dags_on_celery_with_the_project_settings(helm_values: dict) -> None:
+    assert helm_values["executor"] == "CeleryExecutor"
+    assert helm_values["redis"]["enabled"] is True  # the broker
+    assert helm_values["postgresql"]["enabled"] is False  # metadata in the managed Postgres
+    assert helm_values["allowPodLaunching"] is True  # the train_pod task
+    env = {e["name"]: e["value"] for e in helm_values["env"]}
+    assert env["TRAIN_MODE"] == "kubernetes"
+    assert env["TRAIN_IMAGE"].startswith("ghcr.io/example/rakuten-classifier-train:")
+    sources = yaml.safe_load(helm_values["extraEnvFrom"])
+    assert {"configMapRef": {"name": "rakuten-config"}} in sources
+    assert {"secretRef": {"name": "rakuten-secrets"}} in sources
+    sync = helm_values["dags"]["gitSync"]
+    assert sync["enabled"] is True and sync["subPath"] == "airflow/dags"
+    assert env["PYTHONPATH"] == "/opt/airflow/dags/repo"  # the synced repository's root
+    fields = settings_fields()
+    assert {k for k in env if not THIRD_PARTY_ENV.match(k)} <= fields
+    for component in ("scheduler", "dagProcessor", "apiServer", "workers"):
+        resources = helm_values[component]["resources"]
+        assert resources["requests"] and resources["limits"], component
+
+
+def test_the_api_counts_rate_limits_in_the_shared_redis(manifests: list[dict]) -> None:
+    config = _one(manifests, "ConfigMap", "rakuten-config")["data"]
+    assert config["RATE_LIMIT_STORAGE_URI"].startswith("redis://rakuten-redis.")
+    service = _one(manifests, "Service", "rakuten-redis")
+    assert service["spec"]["ports"][0]["port"] == 6379
 
 
 def test_every_python_module_the_manifests_run_exists(manifests: list[dict]) -> None:

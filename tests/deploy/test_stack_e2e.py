@@ -2,10 +2,11 @@
 
 Postgres (a fresh database), an S3 server (moto; fresh buckets), migrations and the first-start
 bootstrap, the API (unable to import training packages, like its image); then a seller's day
-(register, predict text/image/both, read the logs, confirm products), the retraining pipeline
-against the same Postgres and S3 (Airflow's `dags test` when .venv-airflow and the DAG exist,
-else `python -m pipelines.retrain`), and the API switching to the promoted version while it
-keeps answering predictions.
+(register, predict text/image/both, read the logs, confirm products); then Airflow as compose
+runs it (api-server, scheduler, dag-processor and a Celery worker, CeleryExecutor with its
+broker on this machine's Redis, database 15) runs the retraining DAG against the same Postgres
+and S3 while the API keeps answering and switches to the promoted version, and the daily
+monitoring DAG, each task handed by the scheduler to the Celery worker through Redis.
 """
 
 from __future__ import annotations
@@ -34,6 +35,12 @@ STACK = ROOT / "scripts" / "stack.sh"
 ADMIN = ("admin", "e2e-admin-password-1")
 SELLER = ("seller-e2e", "seller-password-1")
 TITLE = "Bâche de piscine hors sol 4x8 m"
+# The Celery broker: this machine's Redis (.ci/run starts it), a database of this test's own.
+CELERY_BROKER = os.environ.get("TEST_CELERY_BROKER_URL", "redis://127.0.0.1:6379/15")
+# A quick model, and a gate that lets a candidate as good as production through: the DAG tests
+# here are about the plumbing (Postgres, S3, Celery, the reload), not about the model. The
+# Celery worker runs the tasks, so it is the one that gets these.
+RELAXED = {"TRAIN_QUICK": "true", "GATE_MIN_IMPROVEMENT": "-1.0", "GATE_MAX_RECALL_DROP": "1.0"}
 
 
 def _free_port() -> int:
@@ -97,6 +104,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "FIRST_ADMIN_PASSWORD": ADMIN[1],
         # The traffic during the retraining is one user's, faster than a seller's limit.
         "RATE_LIMIT_PREDICT": "100000/minute",
+        # Airflow on Celery (`stack.sh airflow-up`): this test's broker database and ports.
+        "STACK_REDIS_URL": CELERY_BROKER,
+        "STACK_AIRFLOW_PORT": str(_free_port()),
+        "STACK_AIRFLOW_LOG_PORT": str(_free_port()),
+        "STACK_DAG_TIMEOUT": "1500",
     }
     # CI starts one S3 server for the job (STACK_S3_ENDPOINT and its credentials).
     for name in ("STACK_S3_ENDPOINT", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
@@ -112,6 +124,40 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     finally:
         down = stack.run("down", timeout=120, extra={"STACK_DROP_DB": "1"})
         assert down.returncode == 0, down.stderr
+
+
+@pytest.fixture(scope="module")
+def airflow(stack: Stack) -> Stack:
+    """Airflow on the CeleryExecutor beside the stack: api-server, scheduler, dag-processor, worker."""
+    if not (ROOT / ".venv-airflow" / "bin" / "airflow").exists():
+        missing("the Airflow virtualenv (make airflow-venv)")
+    try:
+        import redis
+
+        redis.Redis.from_url(CELERY_BROKER, socket_connect_timeout=2).flushdb()
+    except Exception:
+        missing(f"a Redis server at {CELERY_BROKER} (the Celery broker)")
+    started = time.perf_counter()
+    result = stack.run("airflow-up", timeout=600, extra=RELAXED)
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}\n{stack.logs()}"
+    print(f"\nAirflow (CeleryExecutor) up in {time.perf_counter() - started:.0f} s")
+    return stack
+
+
+def ran_on_celery(stack: Stack, output: str, tasks: set[str]) -> None:
+    """Each task of the run succeeded, handed by the scheduler to the Celery worker through Redis.
+
+    The worker logs `received` when it takes the task from the broker, before running it (its
+    `succeeded` line may come a moment after the run is already marked done).
+    """
+    rows = [line.split()[2:] for line in output.splitlines() if line.startswith("[stack]   task ")]
+    by_task = {row[0]: row for row in rows}
+    assert tasks <= set(by_task), output
+    worker_log = (stack.dir / "airflow-worker.log").read_text(errors="replace")
+    for task in tasks:
+        _, state, _, celery_id = by_task[task]
+        assert state == "success", by_task[task]
+        assert f"Task execute_workload[{celery_id}] received" in worker_log, (task, celery_id)
 
 
 @pytest.fixture(scope="module")
@@ -246,20 +292,20 @@ def _wait_for_version(traffic: Traffic, version: str, seconds: float = 60) -> No
     time.sleep(1.0)  # a few more requests on that version
 
 
-def test_retraining_promotes_a_new_version_that_the_api_serves_without_a_failed_request(
-    stack: Stack, client: httpx.Client, admin: dict[str, str], seller: dict[str, str], first_version: str
+def test_retraining_on_celery_promotes_a_new_version_that_the_api_serves_without_a_failed_request(
+    airflow: Stack, client: httpx.Client, admin: dict[str, str], seller: dict[str, str], first_version: str
 ) -> None:
     from pipelines.retrain import last_week
 
-    # A quick model, and a gate that lets a candidate as good as production through: this
-    # test is about the plumbing (Postgres, S3, the DAG, the reload), not about the model.
-    relaxed = {"TRAIN_QUICK": "true", "GATE_MIN_IMPROVEMENT": "-1.0", "GATE_MAX_RECALL_DROP": "1.0"}
+    stack = airflow
 
     def retrain(*args: str) -> None:
         started = time.perf_counter()
-        result = stack.run("retrain", *args, timeout=1800, extra=relaxed)
+        result = stack.run("retrain", *args, timeout=1800)
         assert result.returncode == 0, f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}\n{stack.logs()}"
-        print(f"\nretraining {' '.join(args)} in {time.perf_counter() - started:.0f} s")
+        tasks = {"validate", "snapshot", "train", "evaluate", "gate", "publish", "reload_api"}
+        ran_on_celery(stack, result.stdout, tasks)
+        print(f"\nretraining {' '.join(args)} on Celery in {time.perf_counter() - started:.0f} s")
 
     traffic = Traffic(stack.url, seller)
     thread = threading.Thread(target=traffic.run, name="traffic", daemon=True)
@@ -303,3 +349,14 @@ def test_retraining_promotes_a_new_version_that_the_api_serves_without_a_failed_
     assert client.get("/models", headers=admin).json()["loaded"]["version"] == new_version
     metrics = client.get("/metrics").text
     assert f'model_version_info{{version="{new_version}"}} 1.0' in metrics
+
+
+def test_the_monitoring_dag_on_celery_stores_a_report(
+    airflow: Stack, client: httpx.Client, admin: dict[str, str]
+) -> None:
+    result = airflow.run("monitor", timeout=600)
+    assert result.returncode == 0, f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}\n{airflow.logs()}"
+    ran_on_celery(airflow, result.stdout, {"report", "retrain_needed"})
+    reports = client.get("/monitoring/reports", headers=admin)
+    assert reports.status_code == 200, reports.text
+    assert reports.json()["items"], reports.json()
