@@ -34,6 +34,7 @@ class LogRow:
     predicted: tuple[int, ...] = ()  # the ranked prdtypecodes answered
     text_chars: int = 0
     has_image: bool = False
+    suggestion_size: int | None = None  # the suggestion set shown: the first n of `predicted`
 
     @classmethod
     def from_log(cls, log: PredictionLog) -> LogRow:
@@ -48,6 +49,7 @@ class LogRow:
             predicted=_ranked(log.predictions),
             text_chars=int(inputs.get("text_chars") or 0),
             has_image=bool(inputs.get("has_image")),
+            suggestion_size=log.suggestion_size,
         )
 
 
