@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     # When the production version cannot be loaded at startup, how many earlier versions
     # (pointer history, then cache) the API tries before starting without a model; 0: none.
     MODEL_FALLBACK_TRIES: int = Field(default=3, ge=0)
+    # Shadow evaluation (api/shadow.py): the share of /predict requests the shadowed version
+    # (the model store's shadow pointer) also answers, off the request path.
+    SHADOW_SHARE: float = Field(default=0.2, ge=0, le=1)
     IMAGE_STORE_URI: str = str(VAR_DIR / "images")
     DATA_STORE_URI: str = str(VAR_DIR / "datasets")
 
@@ -164,6 +167,9 @@ class Settings(BaseSettings):
     # The gate's live holdout: products confirmed in the last GATE_LIVE_DAYS that the candidate
     # did not train on; judged from GATE_MIN_LIVE_ROWS of them, where the candidate may not lose
     # more than GATE_MAX_LIVE_DROP weighted F1 to production.
+    # GATE_SHADOW=first: a candidate the gate would promote is shadowed instead, and promoted by
+    # the next run of the same interval if its live hit rate on the shadow window is not worse.
+    GATE_SHADOW: Literal["off", "first"] = "off"
     GATE_LIVE_DAYS: float = Field(default=7.0, gt=0)
     GATE_MIN_LIVE_ROWS: int = Field(default=30, ge=1)
     GATE_MAX_LIVE_DROP: float = Field(default=0.02, ge=0, le=1)

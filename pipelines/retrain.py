@@ -334,6 +334,26 @@ def live_holdout(settings: Settings, snapshot: dict[str, Any]) -> Any:
         engine.dispose()
 
 
+def shadow_figures(settings: Settings, version: str) -> dict[str, Any] | None:
+    """Both live top-1 hit rates since `version` was shadowed, or None if it is not the shadow."""
+    from db import monitoring
+    from store.model_store import open_model_store
+
+    pointer = open_model_store(settings.MODEL_STORE_URI).shadow()
+    if not pointer or pointer["version"] != version:
+        return None
+    since = datetime.fromisoformat(pointer["since"])
+    engine, session_factory = _session_factory(settings)
+    try:
+        with session_factory() as session:
+            rows = monitoring.shadow_confirmed(
+                session=session, version=version, since=since, until=datetime.now(UTC)
+            )
+    finally:
+        engine.dispose()
+    return {**monitoring.shadow_hit_rates(rows), "since": pointer["since"]}
+
+
 def gate_step(settings: Settings, evaluation: dict[str, Any]) -> dict[str, Any]:
     """The promotion gate's decision on the evaluation, with every figure it compared."""
     from pipelines.gate import decide
@@ -349,6 +369,7 @@ def gate_step(settings: Settings, evaluation: dict[str, Any]) -> dict[str, Any]:
         live=full.get("live_holdout"),
         min_live_rows=settings.GATE_MIN_LIVE_ROWS,
         max_live_drop=settings.GATE_MAX_LIVE_DROP,
+        shadow=shadow_figures(settings, evaluation["candidate_version"]),
     )
     record = {
         **decision.as_dict(),
@@ -399,6 +420,22 @@ def publish_step(settings: Settings, candidate: dict[str, Any], gate: dict[str, 
                 "reason": f"production changed from {gate['production_version']} "
                 f"to {production} during the run; the comparison no longer holds",
             }
+        shadow = model_store.shadow()
+        shadowed = bool(shadow and shadow["version"] == version)
+        if promote and settings.GATE_SHADOW == "first" and not shadowed:
+            # Live traffic first: the API shadows the candidate; the next run of this interval
+            # (snapshot and candidate reused) sees both live hit rates and decides.
+            model_store.set_shadow(version)
+            logger.info("%s passed the gate: shadowed, not promoted yet (GATE_SHADOW=first)", version)
+            return {
+                "version": version,
+                "promoted": False,
+                "shadowed": True,
+                "production": production,
+                "reason": f"shadowed before promotion: {gate['reason']}",
+            }
+        if shadowed:
+            model_store.set_shadow(None)  # decided: promoted or rejected, it is shadowed no more
         if promote:
             try:
                 promote_version(model_store, session_factory, version, gate=gate)

@@ -243,3 +243,45 @@ def test_a_live_loss_within_the_tolerance_does_not_refuse():
 
     assert decision.promote is True
     assert json.loads(json.dumps(decision.as_dict()))["evidence"] == "held_out+live_holdout"
+
+
+# -- shadow evidence ------------------------------------------------------------------------------
+
+
+def test_a_candidate_no_worse_in_shadow_is_promoted_on_every_evidence():
+    decision = decide(
+        metrics(0.80, 0.62, 0.85),
+        PRODUCTION,
+        **LIMITS,
+        live=live(metrics(0.7, 0.5, 0.7), metrics(0.4, 0.3, 0.4)),
+        shadow={"confirmed": 120, "production_top1_rate": 0.41, "shadow_top1_rate": 0.78},
+    )
+
+    assert decision.promote is True
+    assert decision.evidence == "held_out+live_holdout+shadow"
+    assert decision.shadow["judged"] is True and decision.shadow["passed"] is True
+
+
+def test_a_candidate_worse_in_shadow_is_refused_by_the_shadow_evidence():
+    decision = decide(
+        metrics(0.80, 0.62, 0.85),
+        PRODUCTION,
+        **LIMITS,
+        shadow={"confirmed": 120, "production_top1_rate": 0.80, "shadow_top1_rate": 0.60},
+    )
+
+    assert decision.promote is False
+    assert decision.evidence == "shadow"
+    assert "in shadow" in decision.reason
+
+
+def test_a_short_shadow_window_is_reported_not_judged():
+    decision = decide(
+        metrics(0.80, 0.62, 0.85),
+        PRODUCTION,
+        **LIMITS,
+        shadow={"confirmed": 5, "production_top1_rate": 1.0, "shadow_top1_rate": 0.0},
+    )
+
+    assert decision.promote is True and decision.evidence == "held_out"
+    assert decision.shadow["judged"] is False
