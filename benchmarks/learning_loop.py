@@ -70,6 +70,7 @@ X_FILE, Y_FILE, IMAGE_DIR = "X_train_update.csv", "Y_train_CVw08PX.csv", "image_
 logger = logging.getLogger("learning_loop")
 # "Clearly above": the after-window hit rate must beat the drift one by this much.
 MIN_RECOVERY = 0.10
+WORLDS: list[Any] = []
 
 
 @dataclass(frozen=True)
@@ -370,16 +371,20 @@ class Traffic:
         return response.json()
 
     def confirm(self, token: str, item: Listing, answer: dict[str, Any], label: int) -> bool:
-        body = {
+        # The listing as the seller saved it: its text, its photo and the category chosen.
+        data = {
             "designation": item.designation,
             "description": item.description,
-            "prdtypecode": label,
+            "prdtypecode": str(label),
             "request_id": answer["request_id"],
         }
+        files = {"image": ("p.jpg", item.image.read_bytes(), "image/jpeg")} if item.image else None
         with self.lock:
             self.requests += 1
         try:
-            response = self.client.post("/products", headers={"Authorization": f"Bearer {token}"}, json=body)
+            response = self.client.post(
+                "/products", headers={"Authorization": f"Bearer {token}"}, data=data, files=files
+            )
         except httpx.HTTPError as exc:
             self.failed(f"/products: {type(exc).__name__}: {exc}")
             return False
@@ -583,16 +588,22 @@ def candidate_of(work: Path, interval_end: datetime) -> str | None:
 
 
 def triggered_conf(world: World) -> dict[str, Any]:
-    """The rakuten_retrain run the monitoring DAG's trigger_retrain task queued, with its conf."""
-    listing = world.airflow("dags", "list-runs", "rakuten_retrain", "-o", "json", name="airflow-list-runs")
-    runs = [r for r in _json_tail(listing) if "monitoring flags" in json.dumps(r.get("conf") or "")]
-    if not runs:
-        raise RuntimeError(f"the monitoring DAG queued no rakuten_retrain run:\n{listing[-2000:]}")
-    run = runs[0]
-    conf = run.get("conf") or {}
-    if isinstance(conf, str):
-        conf = json.loads(conf.replace("'", '"'))
-    return {"run_id": run.get("run_id"), "state": run.get("state"), "conf": conf}
+    """The rakuten_retrain run the monitoring DAG's trigger_retrain task queued, with its conf.
+
+    Read from Airflow's metadata database (SQLite in the work folder): `dags list-runs` does not
+    show a run's conf. With no scheduler here, the scenario then runs that conf with `dags test`.
+    """
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(world.dir / "airflow" / "airflow.db")) as db:
+        rows = db.execute(
+            "SELECT run_id, state, conf, triggered_by FROM dag_run WHERE dag_id = 'rakuten_retrain' "
+            "AND triggered_by = 'OPERATOR' ORDER BY id DESC"
+        ).fetchall()
+    if not rows:
+        raise RuntimeError("the monitoring DAG's trigger_retrain queued no rakuten_retrain run")
+    run_id, state, conf, triggered_by = rows[0]
+    return {"run_id": run_id, "state": state, "triggered_by": triggered_by, "conf": json.loads(conf or "{}")}
 
 
 def _json_tail(text: str) -> list[dict[str, Any]]:
@@ -646,6 +657,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="learning-loop-"))
     work.mkdir(parents=True, exist_ok=True)
     world = make_world(work, args.database_url)
+    WORLDS.append(world)
     os.environ.update({k: v for k, v in world.env.items() if not k.startswith("AIRFLOW")})
     report: dict[str, Any] = {
         "data": "synthetic" if args.data is None else "challenge folder",
@@ -711,6 +723,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     start = datetime.now(UTC)
     list_products(traffic, sellers, take(plan.before, False), phase="before", plan=plan, rng=rng, codes=codes)
     report["hit_rate_before"] = live_hit_rate(client, admin, start, datetime.now(UTC))["top1_rate"]
+    time.sleep(0.5)
+    # What the monitor says of the old catalogue's traffic: the flags that are not the shift's.
+    report["flags_before"] = monitor_now(world.env, start, datetime.now(UTC))["flags"]
 
     # -- 2. drift until the monitor flags ------------------------------------------------------
     drift_start = datetime.now(UTC)
@@ -944,7 +959,13 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if not (AIRFLOW_VENV / "bin" / "airflow").is_file():
         parser.error(f"{AIRFLOW_VENV} is missing: make airflow-venv")
-    report = run(args)
+    work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="learning-loop-"))
+    args.workdir = str(work)
+    try:
+        report = run(args)
+    finally:
+        for world in WORLDS:  # the API process this run started, whatever happened
+            world.stop_api()
     line = json.dumps(report, default=str)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
