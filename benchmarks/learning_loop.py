@@ -756,7 +756,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "flagged": latest["flagged"],
         "flags": [f["code"] for f in latest["flags"]],
         "set_coverage": latest["report"].get("set_coverage", {}).get("coverage"),
-        "trigger_retrain_ran": "trigger_retrain" in text and "Marking task as SUCCESS" in text,
+        "trigger_retrain_ran": "end task task_id=trigger_retrain" in text,
     }
     queued = triggered_conf(world)
     report["retrain_triggered"] = queued
