@@ -77,16 +77,16 @@ WORLDS: list[Any] = []
 class Plan:
     """The sizes of one run."""
 
-    synthetic_products: int = 3000
+    synthetic_products: int = 4000
     held_back: int = 4  # categories absent from week 0
     flood_categories: int = 3  # categories the flooder mislabels (as one more)
-    week0_share: float = 0.5  # of the other categories' products: the catalogue as it was
+    week0_share: float = 0.45  # of the other categories' products: the catalogue as it was
     before: int = 150
     drift_batch: int = 25
     drift_max: int = 800
-    drift_extra: int = 100  # drift traffic after the flag, while the retraining is queued
-    shadow_requests: int = 200
-    after: int = 300
+    drift_extra: int = 300  # drift traffic after the flag, while the retraining is queued
+    shadow_requests: int = 150
+    after: int = 250
     flood: int = 200
     confirm_share: float = 0.8
     mistake_share: float = 0.05
@@ -95,7 +95,9 @@ class Plan:
 
 
 QUICK = Plan()
-FULL = Plan(synthetic_products=6000, drift_max=1500, after=600, flood=400, shadow_requests=400)
+FULL = Plan(
+    synthetic_products=8000, drift_max=1500, drift_extra=600, after=500, flood=400, shadow_requests=300
+)
 
 
 # -- the catalogue -------------------------------------------------------------------------------
