@@ -669,6 +669,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     report: dict[str, Any] = {
         "data": "synthetic" if args.data is None else "challenge folder",
         "quick": args.quick,
+        "modality": args.modality,
     }
     marks: list[tuple[float, str]] = []
 
@@ -680,6 +681,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     else:
         source = Path(args.data)
     listings = read_listings(source)
+    if args.modality == "text":
+        # Titles and descriptions only: the listings with text, their photos left out.
+        listings = [
+            Listing(i.productid, i.designation, i.description, i.code, None)
+            for i in listings
+            if (i.designation or i.description).strip()
+        ]
     split = split_catalogue(listings, plan, rng)
     codes = sorted({item.code for item in listings})
     report["catalogue"] = {
@@ -962,6 +970,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", help="work folder (default: a fresh temporary one)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--modality",
+        choices=("all", "text"),
+        default="all",
+        help="text: only listings with text, sent without their photo (the real sample's images are mostly alone)",
+    )
     parser.add_argument("--check", action="store_true", help="exit 1 unless the run proves the loop (CI)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
