@@ -347,6 +347,7 @@ class Traffic:
     """What the scenario sent and got back."""
 
     client: httpx.Client
+    send_images: bool = True
     events: list[Event] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     requests: int = 0
@@ -357,9 +358,14 @@ class Traffic:
         with self.lock:
             self.failures.append(what[:300])
 
+    def _photo(self, item: Listing) -> dict[str, Any] | None:
+        if not self.send_images or item.image is None:
+            return None
+        return {"image": ("p.jpg", item.image.read_bytes(), "image/jpeg")}
+
     def predict(self, token: str, item: Listing) -> dict[str, Any] | None:
         data = {"designation": item.designation, "description": item.description, "top_k": "27"}
-        files = {"image": ("p.jpg", item.image.read_bytes(), "image/jpeg")} if item.image else None
+        files = self._photo(item)
         if not (item.designation or item.description) and files is None:
             return None
         with self.lock:
@@ -384,7 +390,7 @@ class Traffic:
             "prdtypecode": str(label),
             "request_id": answer["request_id"],
         }
-        files = {"image": ("p.jpg", item.image.read_bytes(), "image/jpeg")} if item.image else None
+        files = self._photo(item)
         with self.lock:
             self.requests += 1
         try:
@@ -685,12 +691,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         source = Path(args.data)
     listings = read_listings(source)
     if args.modality == "text":
-        # Titles and descriptions only: the listings with text, their photos left out.
-        listings = [
-            Listing(i.productid, i.designation, i.description, i.code, None)
-            for i in listings
-            if (i.designation or i.description).strip()
-        ]
+        # The listings with text only; week 0 keeps their photos (training needs some), the
+        # sellers send the text alone.
+        listings = [i for i in listings if (i.designation or i.description).strip()]
     split = split_catalogue(listings, plan, rng)
     codes = sorted({item.code for item in listings})
     report["catalogue"] = {
@@ -742,7 +745,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     report["week0_version"] = week0_version
     sellers = register_sellers(client, admin, [f"seller{i}" for i in range(plan.sellers)])
     flooder, background = register_sellers(client, admin, ["flooder", "background"])
-    traffic = Traffic(client)
+    traffic = Traffic(client, send_images=args.modality == "all")
     traffic.started = time.perf_counter()
 
     def honest() -> int:
