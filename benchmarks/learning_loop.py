@@ -79,7 +79,7 @@ class Plan:
 
     synthetic_products: int = 5000
     held_back: int = 4  # categories absent from week 0
-    flood_categories: int = 1  # categories the flooder mislabels (as one more)
+    flood_categories: int = 3  # categories the flooder mislabels (as one more)
     flood_pool_share: float = 0.6  # of their products left after week 0: the flooder's
     week0_share: float = 0.45  # of the other categories' products: the catalogue as it was
     before: int = 150
@@ -88,7 +88,7 @@ class Plan:
     drift_extra: int = 300  # drift traffic after the flag, while the retraining is queued
     shadow_requests: int = 150
     after: int = 250
-    flood: int = 200
+    flood: int = 400
     confirm_share: float = 0.8
     mistake_share: float = 0.05
     sellers: int = 5
@@ -321,7 +321,7 @@ def make_world(work: Path, database_url: str | None) -> World:
         # Quick models and about fifteen held-out products per class: one product is 7% of a
         # class's recall, and a quick model's retraining moves a small class by a few of them.
         # The per-class rule keeps catching a collapse; the kind and live rules do the rest.
-        "GATE_MAX_RECALL_DROP": "0.5",
+        "GATE_MAX_RECALL_DROP": "0.35",
         "EVAL_FRACTION": "0.25",
         "MONITOR_TRIGGER_RETRAIN": "true",
         "SHADOW_SHARE": "1.0",
