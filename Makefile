@@ -7,7 +7,7 @@ PORT ?= 8000
 export PYTHONPATH := $(CURDIR)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: help venv run serve bench migrate test lint format clean
+.PHONY: help venv run serve bench migrate test lint format clean learning-loop
 
 help:  ## List the targets
 	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -60,6 +60,13 @@ test: venv airflow-venv  ## Lint and check the import contracts, then run every 
 
 test-e2e: venv airflow-venv  ## End to end, as processes: the stack, the nginx balancer, the DAGs on Celery: minutes
 	$(PY) -m pytest tests/deploy/test_stack_e2e.py tests/deploy/test_balancer.py
+
+# The learning loop on the synthetic catalogue with quick models (benchmarks/learning_loop.py):
+# the real API and DAGs; fails unless drift is flagged and repaired and the worse model refused.
+LOOP_OUT ?= var/learning-loop
+learning-loop: venv airflow-venv  ## The learning-loop scenario, quick (CI): report and chart in var/learning-loop/
+	$(PY) -m benchmarks.learning_loop --quick --check $(if $(LOOP_DATABASE_URL),--database-url $(LOOP_DATABASE_URL)) \
+	  --out $(LOOP_OUT)/report.json --chart $(LOOP_OUT)/hit-rate.png
 
 lint: venv  ## Lint and check the import contracts (.importlinter) only
 	$(VENV)/bin/ruff check .

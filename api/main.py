@@ -20,6 +20,7 @@ from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.exc import SQLAlchemyError
 
+from api import model_manager
 from api.body_guard import RequestBodyGuard
 from api.deps import RateLimitExceededError, database_unavailable
 from api.inputs import (
@@ -51,6 +52,7 @@ from api.routes import (
 )
 from api.schemas import REQUEST_ID_PATTERN
 from api.security import password_hasher
+from api.shadow import ShadowRunner
 from api.user_cache import ActiveUserCache
 from config import Settings, get_settings
 from db.products import list_categories
@@ -100,14 +102,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     writer.start()
     app.state.log_writer = writer
     metrics.track_log_writer(writer)
+    metrics.track_pipelines(app.state.session_factory)
 
     def on_change(loaded: LoadedModel) -> None:
         metrics.set_model_version(loaded.version)
         metrics.model_fallback.set(1 if loaded.fallback_reason else 0)
 
     app.state.model_store = open_model_store(settings.MODEL_STORE_URI)
+    manager_cache = ModelCache(app.state.model_store, settings.MODEL_CACHE_DIR)
     manager = ModelManager(
-        ModelCache(app.state.model_store, settings.MODEL_CACHE_DIR),
+        manager_cache,
         poll_seconds=settings.MODEL_POLL_SECONDS,
         fallback_tries=settings.MODEL_FALLBACK_TRIES,
         on_change=on_change,
@@ -115,12 +119,22 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     app.state.models = manager
     manager.start()
+    shadow = ShadowRunner(
+        manager_cache,
+        app.state.session_factory,
+        share=settings.SHADOW_SHARE,
+        poll_seconds=settings.MODEL_POLL_SECONDS,
+        loader=model_manager.load_runtime,
+    )
+    app.state.shadow = shadow
+    shadow.start()
     retention = TitleRetention(app.state.session_factory, settings)
     retention.start()
     try:
         yield
     finally:
         retention.stop()
+        shadow.stop()
         manager.stop()
         writer.stop()
         engine.dispose()

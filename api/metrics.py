@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import math
+from collections.abc import Callable
+from datetime import UTC
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -73,6 +76,54 @@ class Metrics:
             "prediction_log_spill_files",
             "Spill files waiting to be replayed into the database",
             registry=self.registry,
+        )
+
+        # The pipelines' state, read from the database at scrape time (deploy/alerts.yml).
+        self.monitoring_flagged = Gauge(
+            "monitoring_report_flagged",
+            "1 when the latest monitoring report is flagged (NaN: no report or database down)",
+            registry=self.registry,
+        )
+        self.monitoring_window_end = Gauge(
+            "monitoring_report_window_end_timestamp_seconds",
+            "End of the latest monitoring report's window, Unix time (NaN: none yet)",
+            registry=self.registry,
+        )
+        self.rejected_versions = Gauge(
+            "model_versions_rejected",
+            "Model versions the gate (or promotion's verification) refused, ever",
+            registry=self.registry,
+        )
+
+    def track_pipelines(self, session_factory: Any) -> None:
+        """Gauges of the latest monitoring report and of the rejected versions, read when scraped."""
+        from db import monitoring
+
+        def read(figure: Callable[[Any], float]) -> Callable[[], float]:
+            def value() -> float:
+                try:
+                    with session_factory() as session:
+                        return figure(session)
+                except Exception:  # the database being down is another alert's business
+                    return math.nan
+
+            return value
+
+        def flagged(session: Any) -> float:
+            row = monitoring.latest_report(session=session)
+            return math.nan if row is None else float(row.flagged)
+
+        def window_end(session: Any) -> float:
+            row = monitoring.latest_report(session=session)
+            if row is None:
+                return math.nan
+            end = row.window_end if row.window_end.tzinfo else row.window_end.replace(tzinfo=UTC)
+            return end.timestamp()
+
+        self.monitoring_flagged.set_function(read(flagged))
+        self.monitoring_window_end.set_function(read(window_end))
+        self.rejected_versions.set_function(
+            read(lambda session: float(monitoring.rejected_versions(session=session)))
         )
 
     def track_log_writer(self, writer: LogWriter) -> None:

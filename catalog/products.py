@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from sqlalchemy import select
@@ -15,6 +17,28 @@ from models.data import Dataset
 from store.blob import BlobNotFoundError, BlobStore
 
 logger = logging.getLogger(__name__)
+
+
+def load_confirmed(
+    session_factory: sessionmaker[Session],
+    image_store: BlobStore,
+    *,
+    since: datetime,
+    exclude: Collection[str] = (),
+) -> Dataset:
+    """The products sellers confirmed from a prediction since `since`, quarantined ones and
+    `exclude` (product ids, e.g. what a candidate trained on) left out: the gate's live holdout."""
+    query = select(
+        Product.product_id, Product.designation, Product.description, Product.prdtypecode, Product.image_ref
+    ).where(
+        Product.request_id.is_not(None),
+        Product.label_status != "quarantined",
+        Product.created_at >= since,
+    )
+    excluded = set(exclude)
+    with session_factory() as session:
+        rows = [row for row in session.execute(query) if row.product_id not in excluded]
+    return _dataset(rows, image_store, source=f"confirmed products since {since.isoformat()}")
 
 
 def load_products(
@@ -46,6 +70,10 @@ def load_products(
     ).where(Product.label_status.in_(list(statuses)))
     with session_factory() as session:
         rows = list(session.execute(query))
+    return _dataset(rows, image_store, source=f"products[{','.join(statuses)}]")
+
+
+def _dataset(rows: list[Any], image_store: BlobStore, *, source: str) -> Dataset:
     # Sorted here rather than in SQL: string collation differs between SQLite and Postgres.
     rows.sort(key=lambda row: row.product_id)
     refs = [row.image_ref for row in rows]
@@ -69,5 +97,5 @@ def load_products(
         labels=np.array([row.prdtypecode for row in rows], dtype=np.int64),
         image_paths=[Path(ref) if ref else None for ref in refs],
         image_reader=read_image,
-        source=f"products[{','.join(statuses)}]",
+        source=source,
     )

@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     # When the production version cannot be loaded at startup, how many earlier versions
     # (pointer history, then cache) the API tries before starting without a model; 0: none.
     MODEL_FALLBACK_TRIES: int = Field(default=3, ge=0)
+    # Shadow evaluation (api/shadow.py): the share of /predict requests the shadowed version
+    # (the model store's shadow pointer) also answers, off the request path.
+    SHADOW_SHARE: float = Field(default=0.2, ge=0, le=1)
     IMAGE_STORE_URI: str = str(VAR_DIR / "images")
     DATA_STORE_URI: str = str(VAR_DIR / "datasets")
 
@@ -161,6 +164,15 @@ class Settings(BaseSettings):
     MIN_TRAINING_ROWS: int = Field(default=200, ge=1)
     GATE_MIN_IMPROVEMENT: float = 0.0
     GATE_MAX_RECALL_DROP: float = 0.10
+    # The gate's live holdout: products confirmed in the last GATE_LIVE_DAYS that the candidate
+    # did not train on; judged from GATE_MIN_LIVE_ROWS of them, where the candidate may not lose
+    # more than GATE_MAX_LIVE_DROP weighted F1 to production.
+    # GATE_SHADOW=first: a candidate the gate would promote is shadowed instead, and promoted by
+    # the next run of the same interval if its live hit rate on the shadow window is not worse.
+    GATE_SHADOW: Literal["off", "first"] = "off"
+    GATE_LIVE_DAYS: float = Field(default=7.0, gt=0)
+    GATE_MIN_LIVE_ROWS: int = Field(default=30, ge=1)
+    GATE_MAX_LIVE_DROP: float = Field(default=0.02, ge=0, le=1)
     # Share of products held out for evaluation, chosen by a hash of the product id so that the
     # same products are held out in every snapshot (candidate and production compared fairly).
     EVAL_FRACTION: float = Field(default=0.2, gt=0, lt=1)
@@ -183,6 +195,18 @@ class Settings(BaseSettings):
     MONITOR_MAX_CLASS_PSI: float = Field(default=0.20, gt=0)
     MONITOR_MAX_INPUT_PSI: float = Field(default=0.20, gt=0)
     MONITOR_MAX_IMAGE_SHARE_DELTA: float = Field(default=0.15, gt=0, le=1)
+    # Live coverage of the suggestion sets: flagged when under MONITOR_SET_COVERAGE (what the
+    # sets promise) by more than MONITOR_COVERAGE_Z binomial standard errors.
+    MONITOR_SET_COVERAGE: float = Field(default=0.95, gt=0, lt=1)
+    MONITOR_COVERAGE_Z: float = Field(default=2.0, ge=0)
+    # Label quality (pipelines/label_quality.py, in the retraining's validate task): a seller
+    # with at least LABEL_QUALITY_MIN_CONFIRMATIONS confirmations whose disagreement with the
+    # model and with the other sellers exceeds theirs by LABEL_QUALITY_MAX_EXCESS (two-proportion
+    # z above LABEL_QUALITY_Z) has their unverified products quarantined until an admin verifies.
+    LABEL_QUALITY_CHECK: bool = True
+    LABEL_QUALITY_MIN_CONFIRMATIONS: int = Field(default=20, ge=1)
+    LABEL_QUALITY_MAX_EXCESS: float = Field(default=0.30, ge=0, le=1)
+    LABEL_QUALITY_Z: float = Field(default=4.0, ge=0)
     # Trigger the retraining DAG when a report is flagged (off: flags are only reported).
     MONITOR_TRIGGER_RETRAIN: bool = False
 

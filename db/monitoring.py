@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from db.tables import MonitoringReport, PredictionLog, Product
+from db.tables import ModelVersion, MonitoringReport, PredictionLog, Product, ShadowPrediction
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,7 @@ class LogRow:
     predicted: tuple[int, ...] = ()  # the ranked prdtypecodes answered
     text_chars: int = 0
     has_image: bool = False
+    suggestion_size: int | None = None  # the suggestion set shown: the first n of `predicted`
 
     @classmethod
     def from_log(cls, log: PredictionLog) -> LogRow:
@@ -48,6 +49,7 @@ class LogRow:
             predicted=_ranked(log.predictions),
             text_chars=int(inputs.get("text_chars") or 0),
             has_image=bool(inputs.get("has_image")),
+            suggestion_size=log.suggestion_size,
         )
 
 
@@ -163,3 +165,72 @@ def save_report(
     session.commit()
     session.refresh(row)
     return row
+
+
+@dataclass(frozen=True)
+class ShadowConfirmed:
+    """A confirmed request that the shadowed version also answered."""
+
+    request_id: str
+    production_top: int | None
+    shadow_top: int | None
+    confirmed: int
+
+
+def shadow_confirmed(
+    *, session: Session, version: str, since: datetime, until: datetime
+) -> list[ShadowConfirmed]:
+    """The confirmed requests of [since, until) that `version` answered in shadow (quarantined excluded)."""
+    stmt = (
+        select(
+            PredictionLog.request_id,
+            PredictionLog.top_prdtypecode,
+            ShadowPrediction.top_prdtypecode,
+            Product.prdtypecode,
+        )
+        .join(ShadowPrediction, ShadowPrediction.request_id == PredictionLog.request_id)
+        .join(Product, Product.request_id == PredictionLog.request_id)
+        .where(
+            ShadowPrediction.model_version == version,
+            PredictionLog.created_at >= since,
+            PredictionLog.created_at < until,
+            PredictionLog.outcome == "ok",
+            Product.label_status != "quarantined",
+        )
+        .order_by(Product.id)
+    )
+    latest: dict[str, ShadowConfirmed] = {}
+    for request_id, production_top, shadow_top, confirmed in session.execute(stmt):
+        latest[request_id] = ShadowConfirmed(request_id, production_top, shadow_top, int(confirmed))
+    return list(latest.values())
+
+
+def shadow_hit_rates(rows: list[ShadowConfirmed]) -> dict[str, Any]:
+    """Top-1 hit rates of production and of the shadowed version on the same confirmed requests."""
+    n = len(rows)
+    if not n:
+        return {"confirmed": 0, "production_top1_rate": None, "shadow_top1_rate": None}
+    return {
+        "confirmed": n,
+        "production_top1_rate": sum(r.production_top == r.confirmed for r in rows) / n,
+        "shadow_top1_rate": sum(r.shadow_top == r.confirmed for r in rows) / n,
+    }
+
+
+def insert_shadow_predictions(*, session: Session, rows: list[dict[str, Any]]) -> None:
+    """Store a batch of shadow answers (a request answered twice by a version keeps the first)."""
+    for row in rows:
+        exists = session.scalar(
+            select(ShadowPrediction.id).where(
+                ShadowPrediction.request_id == row["request_id"],
+                ShadowPrediction.model_version == row["model_version"],
+            )
+        )
+        if exists is None:
+            session.add(ShadowPrediction(**row))
+    session.commit()
+
+
+def rejected_versions(*, session: Session) -> int:
+    """How many model versions were refused (status `rejected`), for the alerting rules."""
+    return session.scalar(select(func.count()).where(ModelVersion.status == "rejected")) or 0

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+from dataclasses import dataclass
+
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from db.tables import Category, Product
+from db.tables import Category, PredictionLog, Product
 
 
 def list_categories(*, session: Session) -> dict[int, str]:
@@ -111,3 +113,48 @@ def update_confirmation(
     session.commit()
     session.refresh(product)
     return product
+
+
+@dataclass(frozen=True)
+class SellerConfirmation:
+    """A product a seller confirmed from one of their predictions, with the model's answer."""
+
+    id: int
+    seller_id: int | None
+    confirmed: int
+    top1: int | None
+    label_status: str
+
+
+def seller_confirmations(*, session: Session) -> list[SellerConfirmation]:
+    """Every product confirmed from a prediction (quarantined ones excluded), oldest first."""
+    stmt = (
+        select(
+            Product.id,
+            Product.created_by,
+            Product.prdtypecode,
+            PredictionLog.top_prdtypecode,
+            Product.label_status,
+        )
+        .join(PredictionLog, PredictionLog.request_id == Product.request_id)
+        .where(Product.label_status != "quarantined", PredictionLog.outcome == "ok")
+        .order_by(Product.id)
+        .execution_options(yield_per=1000)
+    )
+    return [
+        SellerConfirmation(id=i, seller_id=seller, confirmed=int(code), top1=top, label_status=status)
+        for i, seller, code, top, status in session.execute(stmt)
+    ]
+
+
+def quarantine_products(*, session: Session, ids: list[int], reason: str) -> int:
+    """Quarantine the unverified products among `ids` with `reason` (no commit); how many changed."""
+    changed = 0
+    for start in range(0, len(ids), 500):
+        result = session.execute(
+            update(Product)
+            .where(Product.id.in_(ids[start : start + 500]), Product.label_status == "unverified")
+            .values(label_status="quarantined", quarantine_reason=reason[:2000])
+        )
+        changed += result.rowcount or 0
+    return changed

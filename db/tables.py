@@ -18,6 +18,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    UniqueConstraint,
     func,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -179,3 +180,22 @@ class MonitoringReport(Base):
     report: Mapped[dict[str, Any]] = mapped_column(default=dict)
     flagged: Mapped[bool] = mapped_column(Boolean, default=False)
     flags: Mapped[list[Any]] = mapped_column(default=list)
+
+
+class ShadowPrediction(Base):
+    """The answer of the shadowed version to a live request (migration 0005), beside production's log row."""
+
+    __tablename__ = "shadow_predictions"
+    __table_args__ = (
+        UniqueConstraint("request_id", "model_version", name="uq_shadow_predictions_request_id"),
+        Index("ix_shadow_predictions_version_created", "model_version", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    request_id: Mapped[str] = mapped_column(String(36))
+    model_version: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    predictions: Mapped[list[Any]] = mapped_column(default=list)
+    top_prdtypecode: Mapped[int | None] = mapped_column(Integer)
+    suggestion_size: Mapped[int | None] = mapped_column(Integer)
+    latency_ms: Mapped[float | None] = mapped_column(Float)

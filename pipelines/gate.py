@@ -11,15 +11,34 @@ per_class_recall, ...}}`) computed on the SAME evaluation set. The gating metric
    not hide a category that sellers can no longer get).
 
 Without a production model the candidate is promoted.
+
+**Live evidence.** The fixed split holds products of every age, mostly the catalogue as it was;
+when what sellers list changes, the recent confirmations are the better witness. So `decide`
+also takes both models' metrics on a *live holdout*: products sellers confirmed recently that
+the candidate did not train on. With at least `min_live_rows` of them, the candidate must also
+not be worse there: its n-weighted weighted F1 may not fall below production's by more than
+`max_live_drop`, nor any kind's (per-class recalls are not compared on a set this small). The
+decision says which evidence decided (`evidence`): the one that refused, or every one that
+was judged when the candidate is promoted.
+
+**Shadow evidence.** When the candidate was shadowed (the API ran it beside production on live
+requests, `api/shadow.py`), `shadow` holds both top-1 hit rates on the same confirmed requests;
+from `min_live_rows` of them the candidate's may not fall below production's by more than
+`max_live_drop` either (evidence `shadow`).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 DEFAULT_MAX_KIND_DROP = 0.01
+DEFAULT_MIN_LIVE_ROWS = 30
+DEFAULT_MAX_LIVE_DROP = 0.02
+HELD_OUT = "held_out"
+LIVE_HOLDOUT = "live_holdout"
+SHADOW = "shadow"
 
 
 @dataclass(frozen=True)
@@ -59,6 +78,9 @@ class GateDecision:
     max_kind_drop: float
     kinds: tuple[KindComparison, ...] = ()
     recall_drops: tuple[RecallDrop, ...] = field(default=())
+    evidence: str = HELD_OUT  # which evidence decided: the one that refused, or all that were judged
+    live: dict[str, Any] | None = None  # the live holdout's comparison, when there was one
+    shadow: dict[str, Any] | None = None  # both live hit rates while the candidate was shadowed
 
     @property
     def improvement(self) -> float | None:
@@ -102,6 +124,10 @@ def decide(
     min_improvement: float,
     max_recall_drop: float,
     max_kind_drop: float = DEFAULT_MAX_KIND_DROP,
+    live: dict[str, Any] | None = None,
+    min_live_rows: int = DEFAULT_MIN_LIVE_ROWS,
+    max_live_drop: float = DEFAULT_MAX_LIVE_DROP,
+    shadow: dict[str, Any] | None = None,
 ) -> GateDecision:
     """Decide whether to promote `candidate` over `production`.
 
@@ -111,6 +137,13 @@ def decide(
         min_improvement: how much the n-weighted mean weighted F1 must exceed production's by.
         max_recall_drop: the largest recall loss tolerated for any class of any kind.
         max_kind_drop: the largest weighted F1 loss tolerated for any single kind.
+        live: both models on the live holdout, `{"rows", "candidate", "production"}` (metrics
+            of the evaluate schema), or None when there is none.
+        min_live_rows: fewer live products than this: the live holdout is reported, not judged.
+        max_live_drop: the largest weighted F1 loss on the live holdout tolerated (overall and
+            per kind), and the largest top-1 hit-rate loss while shadowed.
+        shadow: `{"confirmed", "production_top1_rate", "shadow_top1_rate"}` from the shadow
+            window, or None when the candidate was not shadowed.
 
     Returns:
         The decision with the figures compared.
@@ -118,6 +151,95 @@ def decide(
     Raises:
         ValueError: the two were not evaluated on the same set (different n for a kind).
     """
+    decision = _with_live(
+        _held_out_decision(
+            candidate,
+            production,
+            min_improvement=min_improvement,
+            max_recall_drop=max_recall_drop,
+            max_kind_drop=max_kind_drop,
+        ),
+        production,
+        live,
+        min_live_rows=min_live_rows,
+        max_live_drop=max_live_drop,
+    )
+    if shadow is None or production is None:
+        return decision
+    confirmed = int(shadow.get("confirmed") or 0)
+    record = {**shadow, "min_rows": min_live_rows, "max_drop": max_live_drop}
+    if confirmed < min_live_rows or shadow.get("shadow_top1_rate") is None:
+        return replace(decision, shadow={**record, "judged": False})
+    loss = float(shadow["production_top1_rate"]) - float(shadow["shadow_top1_rate"])
+    passed = loss <= max_live_drop
+    record.update(judged=True, passed=passed)
+    if not decision.promote:
+        return replace(decision, shadow=record)
+    if not passed:
+        reason = (
+            f"in shadow, on {confirmed} confirmed requests, the candidate's live top-1 hit rate "
+            f"{shadow['shadow_top1_rate']:.3f} is below production's {shadow['production_top1_rate']:.3f} "
+            f"by more than {max_live_drop:.3f}"
+        )
+        return replace(decision, promote=False, reason=reason, evidence=SHADOW, shadow=record)
+    reason = (
+        f"{decision.reason}; in shadow on {confirmed} confirmed requests: top-1 "
+        f"{shadow['shadow_top1_rate']:.3f} vs production {shadow['production_top1_rate']:.3f}"
+    )
+    return replace(decision, reason=reason, evidence=f"{decision.evidence}+{SHADOW}", shadow=record)
+
+
+def _with_live(
+    held: GateDecision,
+    production: dict[str, Any] | None,
+    live: dict[str, Any] | None,
+    *,
+    min_live_rows: int,
+    max_live_drop: float,
+) -> GateDecision:
+    """The held-out decision, judged again on the live holdout when there is enough of it."""
+    if live is None or production is None or live.get("production") is None:
+        return held
+    rows = int(live.get("rows") or 0)
+    record: dict[str, Any] = {"rows": rows, "min_rows": min_live_rows, "max_drop": max_live_drop}
+    if rows < min_live_rows:
+        record["judged"] = False
+        record["note"] = f"{rows} live products, fewer than {min_live_rows}: not judged"
+        return replace(held, live=record)
+    compared = _held_out_decision(
+        live["candidate"],
+        live["production"],
+        min_improvement=-max_live_drop - 1e-12,
+        max_recall_drop=1.0,
+        max_kind_drop=max_live_drop,
+    )
+    record.update(
+        judged=True,
+        passed=compared.promote,
+        candidate_score=compared.candidate_score,
+        production_score=compared.production_score,
+        improvement=compared.improvement,
+        kinds=[{**asdict(k), "delta": k.delta} for k in compared.kinds],
+        reason=compared.reason,
+    )
+    if not held.promote:
+        return replace(held, live=record)
+    if not compared.promote:
+        reason = f"on {rows} recently confirmed products the candidate did not train on: {compared.reason}"
+        return replace(held, promote=False, reason=reason, evidence=LIVE_HOLDOUT, live=record)
+    reason = f"{held.reason}; live holdout of {rows}: {compared.reason}"
+    return replace(held, reason=reason, evidence=f"{HELD_OUT}+{LIVE_HOLDOUT}", live=record)
+
+
+def _held_out_decision(
+    candidate: dict[str, Any],
+    production: dict[str, Any] | None,
+    *,
+    min_improvement: float,
+    max_recall_drop: float,
+    max_kind_drop: float,
+) -> GateDecision:
+    """The verdict of one evaluation set (the rules of the module docstring)."""
     limits = {
         "min_improvement": min_improvement,
         "max_recall_drop": max_recall_drop,

@@ -6,6 +6,10 @@ For the window [start, end) the report holds:
 - live accuracy: among the answered requests that a seller later confirmed (a product saved
   with the request's id, not quarantined), the share whose confirmed category was the top-1
   answer (`top1_hit_rate`) and among the top k (`topk_hit_rate`);
+- live suggestion-set coverage (`set_coverage`): among the confirmed requests, the share whose
+  confirmed category was in the suggestion set the seller was shown, the live check of the
+  calibration promise (95%): flagged when it falls below the promise by more than its sampling
+  error (`coverage_z` binomial standard errors of the promise at that many confirmations);
 - confidence: mean, median and a 10-bin histogram of the top-1 probability;
 - prediction drift: the PSI between the predicted-class distribution and the training class
   distribution (the production bundle's own record of it when its metadata has one, else the
@@ -64,6 +68,8 @@ class Thresholds:
     max_class_psi: float = 0.20
     max_input_psi: float = 0.20
     max_image_share_delta: float = 0.15
+    set_coverage: float = 0.95  # what the suggestion sets promise
+    coverage_z: float = 2.0  # how many standard errors below the promise is a flag
 
     @classmethod
     def from_settings(cls, settings: Any) -> Thresholds:
@@ -77,6 +83,8 @@ class Thresholds:
             max_class_psi=settings.MONITOR_MAX_CLASS_PSI,
             max_input_psi=settings.MONITOR_MAX_INPUT_PSI,
             max_image_share_delta=settings.MONITOR_MAX_IMAGE_SHARE_DELTA,
+            set_coverage=settings.MONITOR_SET_COVERAGE,
+            coverage_z=settings.MONITOR_COVERAGE_Z,
         )
 
 
@@ -170,6 +178,42 @@ def hit_rates(logs: Sequence[LogRow], confirmed: Mapping[str, int], k: int) -> d
     }
 
 
+def set_coverage(
+    logs: Sequence[LogRow], confirmed: Mapping[str, int], *, promised: float, z: float
+) -> dict[str, Any]:
+    """Share of confirmed requests whose category was in the suggestion set shown, and its floor.
+
+    The set is the first `suggestion_size` codes of the ranking (conformal sets are prefixes of
+    it); when the set was longer than the logged ranking and the confirmed code is not in the
+    ranking, whether it was in the set is unknown and the request is left out (counted as
+    `unknown`). The floor is `promised - z * sqrt(promised * (1 - promised) / n)`: a coverage
+    under it is unlikely (about 2.3% for z = 2) if the sets still kept their promise.
+    """
+    covered = judged = unknown = 0
+    for log in logs:
+        code = confirmed.get(log.request_id)
+        if code is None or not log.predicted or log.suggestion_size is None:
+            continue
+        if code in log.predicted[: log.suggestion_size]:
+            covered += 1
+            judged += 1
+        elif log.suggestion_size > len(log.predicted):
+            unknown += 1
+        else:
+            judged += 1
+    if not judged:
+        return {"judged": 0, "covered": 0, "unknown": unknown, "coverage": None, "floor": None}
+    floor = promised - z * math.sqrt(promised * (1.0 - promised) / judged)
+    return {
+        "judged": judged,
+        "covered": covered,
+        "unknown": unknown,
+        "coverage": covered / judged,
+        "promised": promised,
+        "floor": floor,
+    }
+
+
 def input_figures(logs: Sequence[LogRow]) -> dict[str, Any]:
     """Text length and image share of a set of answered requests."""
     if not logs:
@@ -237,6 +281,23 @@ def build_report(
     else:
         hits["judged"] = False
         hits["note"] = f"fewer than {thresholds.min_confirmed} confirmed requests: hit rates not judged"
+
+    coverage = set_coverage(answered, confirmed, promised=thresholds.set_coverage, z=thresholds.coverage_z)
+    figures["set_coverage"] = coverage
+    if coverage["judged"] >= thresholds.min_confirmed:
+        if coverage["coverage"] < coverage["floor"]:
+            flags.append(
+                Flag(
+                    "low_set_coverage",
+                    coverage["coverage"],
+                    coverage["floor"],
+                    f"{coverage['coverage']:.1%} of {coverage['judged']} confirmed categories were in the "
+                    f"suggestion set shown, below the promised {thresholds.set_coverage:.0%} by more than "
+                    f"{thresholds.coverage_z:g} standard errors (floor {coverage['floor']:.1%})",
+                )
+            )
+    else:
+        coverage["note"] = f"fewer than {thresholds.min_confirmed} confirmed requests: coverage not judged"
 
     probabilities = [float(log.top_probability) for log in answered if log.top_probability is not None]
     figures["confidence"] = {

@@ -135,11 +135,17 @@ def train_to_store(
 
 
 def validate_step(settings: Settings) -> dict[str, Any]:
-    """Quarantine bad products; InsufficientDataError below MIN_TRAINING_ROWS usable ones."""
+    """Quarantine bad products and the confirmations of suspect sellers (LABEL_QUALITY_CHECK);
+    InsufficientDataError below MIN_TRAINING_ROWS usable ones."""
+    from pipelines.label_quality import LabelQualityLimits, hold_back_suspect_labels
     from pipelines.validate import validate_products
 
     engine, session_factory = _session_factory(settings)
     try:
+        labels = None
+        if settings.LABEL_QUALITY_CHECK:
+            # First: a flood of wrong labels must not count among the usable rows.
+            labels = hold_back_suspect_labels(session_factory, LabelQualityLimits.from_settings(settings))
         report = validate_products(
             session_factory,
             open_blob_store(settings.IMAGE_STORE_URI),
@@ -149,7 +155,7 @@ def validate_step(settings: Settings) -> dict[str, Any]:
         )
     finally:
         engine.dispose()
-    return report.as_dict()
+    return {**report.as_dict(), "label_quality": labels}
 
 
 def snapshot_step(settings: Settings, start: datetime, end: datetime) -> dict[str, Any]:
@@ -259,14 +265,25 @@ def evaluate_step(settings: Settings, snapshot: dict[str, Any], candidate: dict[
         raise TrainingFailedError(f"the evaluation split of {snapshot['uri']} is empty")
     model_store = open_model_store(settings.MODEL_STORE_URI)
     production_version = model_store.production()
+    live_set = live_holdout(settings, snapshot)
+    live: dict[str, Any] = {
+        "rows": len(live_set),
+        "since": live_set.source,
+        "candidate": None,
+        "production": None,
+    }
     with tempfile.TemporaryDirectory(prefix="evaluate-") as tmp:
         # Downloaded as the API would download it: every file checked against MANIFEST.json.
         bundle = model_store.download(candidate["version"], Path(tmp) / "candidate")
         candidate_metrics = evaluate_bundle(bundle, dataset)
+        if len(live_set):
+            live["candidate"] = evaluate_bundle(bundle, live_set)
         production_metrics = None
         if production_version is not None:
             production_dir = model_store.download(production_version, Path(tmp) / "production")
             production_metrics = evaluate_bundle(production_dir, dataset)
+            if len(live_set):
+                live["production"] = evaluate_bundle(production_dir, live_set)
     evaluation = {
         "snapshot_uri": snapshot["uri"],
         "eval_rows": len(dataset),
@@ -274,6 +291,7 @@ def evaluate_step(settings: Settings, snapshot: dict[str, Any], candidate: dict[
         "production": (
             {"version": production_version, "metrics": production_metrics} if production_version else None
         ),
+        "live_holdout": live,
     }
     run = run_uri(settings, snapshot)
     open_blob_store(run).put(
@@ -292,10 +310,48 @@ def evaluate_step(settings: Settings, snapshot: dict[str, Any], candidate: dict[
     return {
         "evaluation_uri": uri,
         "eval_rows": len(dataset),
+        "live_rows": len(live_set),
         "candidate_version": candidate["version"],
         "production_version": production_version,
         "weighted_f1": summary,
     }
+
+
+def live_holdout(settings: Settings, snapshot: dict[str, Any]) -> Any:
+    """Products sellers confirmed in the last GATE_LIVE_DAYS that the candidate did not train on
+    (not in the snapshot's train split), as a Dataset."""
+    from catalog.products import load_confirmed
+    from pipelines.snapshot import load_snapshot
+
+    trained = load_snapshot(snapshot["uri"], split="train").product_ids
+    since = datetime.now(UTC) - timedelta(days=settings.GATE_LIVE_DAYS)
+    engine, session_factory = _session_factory(settings)
+    try:
+        return load_confirmed(
+            session_factory, open_blob_store(settings.IMAGE_STORE_URI), since=since, exclude=trained
+        )
+    finally:
+        engine.dispose()
+
+
+def shadow_figures(settings: Settings, version: str) -> dict[str, Any] | None:
+    """Both live top-1 hit rates since `version` was shadowed, or None if it is not the shadow."""
+    from db import monitoring
+    from store.model_store import open_model_store
+
+    pointer = open_model_store(settings.MODEL_STORE_URI).shadow()
+    if not pointer or pointer["version"] != version:
+        return None
+    since = datetime.fromisoformat(pointer["since"])
+    engine, session_factory = _session_factory(settings)
+    try:
+        with session_factory() as session:
+            rows = monitoring.shadow_confirmed(
+                session=session, version=version, since=since, until=datetime.now(UTC)
+            )
+    finally:
+        engine.dispose()
+    return {**monitoring.shadow_hit_rates(rows), "since": pointer["since"]}
 
 
 def gate_step(settings: Settings, evaluation: dict[str, Any]) -> dict[str, Any]:
@@ -310,6 +366,10 @@ def gate_step(settings: Settings, evaluation: dict[str, Any]) -> dict[str, Any]:
         production["metrics"] if production else None,
         min_improvement=settings.GATE_MIN_IMPROVEMENT,
         max_recall_drop=settings.GATE_MAX_RECALL_DROP,
+        live=full.get("live_holdout"),
+        min_live_rows=settings.GATE_MIN_LIVE_ROWS,
+        max_live_drop=settings.GATE_MAX_LIVE_DROP,
+        shadow=shadow_figures(settings, evaluation["candidate_version"]),
     )
     record = {
         **decision.as_dict(),
@@ -360,6 +420,22 @@ def publish_step(settings: Settings, candidate: dict[str, Any], gate: dict[str, 
                 "reason": f"production changed from {gate['production_version']} "
                 f"to {production} during the run; the comparison no longer holds",
             }
+        shadow = model_store.shadow()
+        shadowed = bool(shadow and shadow["version"] == version)
+        if promote and settings.GATE_SHADOW == "first" and not shadowed:
+            # Live traffic first: the API shadows the candidate; the next run of this interval
+            # (snapshot and candidate reused) sees both live hit rates and decides.
+            model_store.set_shadow(version)
+            logger.info("%s passed the gate: shadowed, not promoted yet (GATE_SHADOW=first)", version)
+            return {
+                "version": version,
+                "promoted": False,
+                "shadowed": True,
+                "production": production,
+                "reason": f"shadowed before promotion: {gate['reason']}",
+            }
+        if shadowed:
+            model_store.set_shadow(None)  # decided: promoted or rejected, it is shadowed no more
         if promote:
             try:
                 promote_version(model_store, session_factory, version, gate=gate)

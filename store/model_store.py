@@ -43,6 +43,7 @@ logger = logging.getLogger(__name__)
 
 VERSIONS_PREFIX = "versions/"
 MANIFEST_NAME = "MANIFEST.json"
+SHADOW_KEY = "shadow.json"
 POINTER_KEY = "production.json"
 MANIFEST_FORMAT = 1
 # Version names become object keys and `model_versions.version` (String(64)).
@@ -557,6 +558,32 @@ class ModelStore:
 
     def _write_pointer(self, pointer: ProductionPointer) -> None:
         self.blobs.put(POINTER_KEY, _dumps(pointer.to_dict()))
+
+    # -- the shadow pointer: a published version run beside production, never answering -------
+
+    def shadow(self) -> dict[str, Any] | None:
+        """`{"version", "since"}` of the version being shadowed, or None."""
+        try:
+            data = json.loads(self.blobs.get(SHADOW_KEY))
+        except BlobNotFoundError:
+            return None
+        except ValueError as exc:
+            raise ModelStoreError(f"{SHADOW_KEY} in {self.uri} is unreadable: {exc}") from exc
+        return data if data.get("version") else None
+
+    def set_shadow(self, version: str | None) -> dict[str, Any] | None:
+        """Shadow a complete version from now (None: stop shadowing); the new pointer."""
+        if version is None:
+            self.blobs.put(SHADOW_KEY, _dumps({"version": None, "since": utc_now()}))
+            return None
+        self.manifest(version)  # VersionNotFoundError for unknown or incomplete versions
+        current = self.shadow()
+        if current and current["version"] == version:
+            return current
+        pointer = {"version": version, "since": utc_now()}
+        self.blobs.put(SHADOW_KEY, _dumps(pointer))
+        logger.info("shadowing %s", version)
+        return pointer
 
 
 def _dumps(data: dict[str, Any]) -> bytes:

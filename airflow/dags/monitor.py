@@ -10,6 +10,9 @@ Every day at 02:00 UTC, for the day that just ended (the run's data interval):
 2. **retrain_needed**: when MONITOR_TRIGGER_RETRAIN is on and the report is flagged, go on to
 3. **trigger_retrain**: start `rakuten_retrain` with its own interval (ending now).
 
+Trigger it by hand with conf `{"window_start": ISO, "window_end": ISO}` to report on that
+window instead of the run's data interval (benchmarks/learning_loop.py does).
+
 The work lives in pipelines/monitor.py, imported inside the tasks.
 """
 
@@ -52,9 +55,13 @@ def rakuten_monitor() -> None:
         from pipelines.monitor import monitor_window
 
         context = get_current_context()
+        conf = context["dag_run"].conf or {}
         # A run triggered without a logical date (the CLI, the UI, the REST API) has no interval.
         start, end = context.get("data_interval_start"), context.get("data_interval_end")
-        if start is None or end is None:  # a manual run without a logical date: the last day
+        if conf.get("window_start") and conf.get("window_end"):  # a window asked for by hand
+            start = datetime.fromisoformat(str(conf["window_start"]))
+            end = datetime.fromisoformat(str(conf["window_end"]))
+        elif start is None or end is None:  # a manual run without a logical date: the last day
             end = context["dag_run"].run_after
             start = end - timedelta(days=1)
         return monitor_window(

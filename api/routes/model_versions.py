@@ -8,6 +8,7 @@ load and self-check) before the pointer moves, and a refusal is a 409 with the r
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, status
@@ -17,6 +18,7 @@ from pydantic import BaseModel, ConfigDict
 from api.deps import AdminUser, CurrentUser
 from api.model_info import version_training_data
 from api.model_manager import ReloadError
+from db import monitoring
 from pipelines.registry_ops import DatabaseRecordError, promote_version, rollback_production
 from store.model_store import ModelStoreError
 
@@ -66,6 +68,8 @@ async def list_models(request: Request, user: CurrentUser) -> dict[str, Any]:
 
     result = await run_in_threadpool(read_store)
     result["loaded"] = state.models.status(redact=not is_admin)
+    if is_admin:
+        result["shadow"] = await run_in_threadpool(_shadow_figures, request, None)
     served = next((v for v in result["versions"] if v["version"] == result["loaded"].get("version")), None)
     # True when the model answering now was trained on the synthetic catalogue: the pages say so.
     result["demo"] = bool(served and served["training_data"]["demo"])
@@ -137,3 +141,57 @@ async def promote(version: str, request: Request, _admin: AdminUser) -> dict[str
 async def rollback(request: Request, _admin: AdminUser) -> dict[str, Any]:
     """Return production to the previously promoted version and load it (admins only)."""
     return await run_in_threadpool(_registry_call, request, "rollback")
+
+
+def _shadow_figures(request: Request, version: str | None) -> dict[str, Any]:
+    """What this API shadows, and both live hit rates on the requests the shadow answered."""
+    state = request.app.state
+    status_ = state.shadow.status()
+    version = version or status_["version"]
+    if version is None:
+        return {**status_, "live": None}
+    try:
+        pointer = state.model_store.shadow()
+    except Exception:  # the store being down: the figures since the time this API knows
+        pointer = None
+    since_text = (pointer or {}).get("since") if (pointer or {}).get("version") == version else None
+    since = datetime.fromisoformat(since_text or status_["since"] or "1970-01-01T00:00:00+00:00")
+    with state.session_factory() as session:
+        rows = monitoring.shadow_confirmed(
+            session=session, version=version, since=since, until=datetime.now(UTC)
+        )
+    return {
+        **status_,
+        "version": version,
+        "live": {**monitoring.shadow_hit_rates(rows), "since": since.isoformat()},
+    }
+
+
+@router.post("/{version}/shadow")
+async def start_shadow(version: str, request: Request, _admin: AdminUser) -> dict[str, Any]:
+    """Shadow a published version: every API runs it off the request path on SHADOW_SHARE of requests (admins only)."""
+    state = request.app.state
+    try:
+        pointer = await run_in_threadpool(state.model_store.set_shadow, version)
+    except ModelStoreError as exc:
+        code = status.HTTP_404_NOT_FOUND if isinstance(exc, LookupError) else status.HTTP_409_CONFLICT
+        raise HTTPException(code, str(exc)) from exc
+    except ValueError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
+    await run_in_threadpool(state.shadow.refresh)
+    return {"pointer": pointer, **(await run_in_threadpool(_shadow_figures, request, version))}
+
+
+@router.get("/{version}/shadow")
+async def read_shadow(version: str, request: Request, _admin: AdminUser) -> dict[str, Any]:
+    """Live top-1 hit rates of production and of a shadowed version on the same confirmed requests (admins only)."""
+    return await run_in_threadpool(_shadow_figures, request, version)
+
+
+@router.delete("/shadow")
+async def stop_shadow(request: Request, _admin: AdminUser) -> dict[str, Any]:
+    """Stop shadowing (admins only)."""
+    state = request.app.state
+    await run_in_threadpool(state.model_store.set_shadow, None)
+    await run_in_threadpool(state.shadow.refresh)
+    return state.shadow.status()

@@ -137,4 +137,6 @@ async def predict(request: Request, record: LoggedPrediction, user: Authenticate
         loaded, kind, probs, suggestion_idx, top_k=inputs.top_k, names=state.categories
     )
     record.answered(logged)
+    # The shadowed version, if any, answers too: later, off the request path (api/shadow.py).
+    state.shadow.offer(record.request_id, kind, inputs.text, inputs.image)
     return PredictResponse(request_id=record.request_id, **answer, latency_ms=record.elapsed_ms())

@@ -119,3 +119,36 @@ def test_the_fingerprint_changes_when_a_label_changes(catalogue, session_factory
     with session_factory() as session, session.begin():
         session.execute(update(Product).where(Product.prdtypecode == 10).values(prdtypecode=2705))
     assert load_products(session_factory, store).fingerprint() != before
+
+
+def test_the_live_holdout_is_recent_confirmations_not_trained_on_and_not_quarantined(session_factory, store):
+    from datetime import UTC, datetime, timedelta
+
+    from catalog.products import load_confirmed
+
+    now = datetime.now(UTC)
+    _add(
+        session_factory,
+        Product(product_id="recent", designation="Roman", prdtypecode=10, request_id="r1", created_at=now),
+        Product(product_id="trained", designation="Roman", prdtypecode=10, request_id="r2", created_at=now),
+        Product(
+            product_id="old",
+            designation="Roman",
+            prdtypecode=10,
+            request_id="r3",
+            created_at=now - timedelta(days=30),
+        ),
+        Product(
+            product_id="doubtful",
+            designation="Roman",
+            prdtypecode=10,
+            request_id="r4",
+            created_at=now,
+            label_status="quarantined",
+        ),
+        Product(product_id="imported", designation="Roman", prdtypecode=10, created_at=now),
+    )
+
+    live = load_confirmed(session_factory, store, since=now - timedelta(days=7), exclude={"trained"})
+
+    assert live.product_ids == ["recent"]

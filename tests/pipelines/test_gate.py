@@ -161,3 +161,127 @@ def test_the_decision_records_as_json_with_every_figure_compared():
     assert record["max_recall_drop"] == 0.10
     assert {k["kind"]: k["delta"] for k in record["kinds"]}["fusion"] == pytest.approx(0.04)
     assert record["recall_drops"][0]["label"] == "10"
+
+
+# -- the live holdout ----------------------------------------------------------------------------
+
+
+def live(candidate: dict[str, Any], production: dict[str, Any], rows: int = 200) -> dict[str, Any]:
+    return {"rows": rows, "candidate": candidate, "production": production}
+
+
+def test_a_candidate_better_on_both_evidences_is_promoted_and_says_both_decided():
+    decision = decide(
+        metrics(0.80, 0.62, 0.85),
+        PRODUCTION,
+        **LIMITS,
+        live=live(metrics(0.7, 0.5, 0.7), metrics(0.4, 0.3, 0.4)),
+    )
+
+    assert decision.promote is True
+    assert decision.evidence == "held_out+live_holdout"
+    assert decision.live["judged"] is True and decision.live["passed"] is True
+    assert decision.live["improvement"] == pytest.approx((0.7 + 0.5 + 0.7 - 0.4 - 0.3 - 0.4) / 3)
+    assert decision.live["candidate_score"] > decision.live["production_score"]
+
+
+def test_a_candidate_better_on_the_fixed_split_but_worse_on_recent_confirmations_is_refused_by_live_evidence():
+    decision = decide(
+        metrics(0.80, 0.62, 0.85),
+        PRODUCTION,
+        **LIMITS,
+        live=live(metrics(0.50, 0.40, 0.50), metrics(0.70, 0.50, 0.70)),
+    )
+
+    assert decision.promote is False
+    assert decision.evidence == "live_holdout"
+    assert decision.live["passed"] is False
+    assert "recently confirmed products" in decision.reason
+
+
+def test_a_candidate_refused_on_the_fixed_split_is_refused_whatever_the_live_evidence():
+    decision = decide(
+        metrics(0.70, 0.50, 0.70),
+        PRODUCTION,
+        **LIMITS,
+        live=live(metrics(0.9, 0.9, 0.9), metrics(0.1, 0.1, 0.1)),
+    )
+
+    assert decision.promote is False
+    assert decision.evidence == "held_out"
+    assert decision.live["passed"] is True  # reported all the same
+
+
+def test_a_small_live_holdout_is_reported_not_judged():
+    decision = decide(
+        metrics(0.80, 0.62, 0.85),
+        PRODUCTION,
+        **LIMITS,
+        live=live(metrics(0.1, 0.1, 0.1), metrics(0.9, 0.9, 0.9), rows=12),
+        min_live_rows=30,
+    )
+
+    assert decision.promote is True
+    assert decision.evidence == "held_out"
+    assert decision.live == {
+        "rows": 12,
+        "min_rows": 30,
+        "max_drop": 0.02,
+        "judged": False,
+        "note": decision.live["note"],
+    }
+
+
+def test_a_live_loss_within_the_tolerance_does_not_refuse():
+    decision = decide(
+        metrics(0.80, 0.62, 0.85),
+        PRODUCTION,
+        **LIMITS,
+        live=live(metrics(0.69, 0.49, 0.69), metrics(0.70, 0.50, 0.70)),
+        max_live_drop=0.02,
+    )
+
+    assert decision.promote is True
+    assert json.loads(json.dumps(decision.as_dict()))["evidence"] == "held_out+live_holdout"
+
+
+# -- shadow evidence ------------------------------------------------------------------------------
+
+
+def test_a_candidate_no_worse_in_shadow_is_promoted_on_every_evidence():
+    decision = decide(
+        metrics(0.80, 0.62, 0.85),
+        PRODUCTION,
+        **LIMITS,
+        live=live(metrics(0.7, 0.5, 0.7), metrics(0.4, 0.3, 0.4)),
+        shadow={"confirmed": 120, "production_top1_rate": 0.41, "shadow_top1_rate": 0.78},
+    )
+
+    assert decision.promote is True
+    assert decision.evidence == "held_out+live_holdout+shadow"
+    assert decision.shadow["judged"] is True and decision.shadow["passed"] is True
+
+
+def test_a_candidate_worse_in_shadow_is_refused_by_the_shadow_evidence():
+    decision = decide(
+        metrics(0.80, 0.62, 0.85),
+        PRODUCTION,
+        **LIMITS,
+        shadow={"confirmed": 120, "production_top1_rate": 0.80, "shadow_top1_rate": 0.60},
+    )
+
+    assert decision.promote is False
+    assert decision.evidence == "shadow"
+    assert "in shadow" in decision.reason
+
+
+def test_a_short_shadow_window_is_reported_not_judged():
+    decision = decide(
+        metrics(0.80, 0.62, 0.85),
+        PRODUCTION,
+        **LIMITS,
+        shadow={"confirmed": 5, "production_top1_rate": 1.0, "shadow_top1_rate": 0.0},
+    )
+
+    assert decision.promote is True and decision.evidence == "held_out"
+    assert decision.shadow["judged"] is False

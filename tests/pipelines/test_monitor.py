@@ -23,6 +23,7 @@ from pipelines.monitor import (
     hit_rates,
     monitor_window,
     psi,
+    set_coverage,
     shares,
     store_report,
     text_length_bin,
@@ -151,6 +152,63 @@ def test_a_shifted_window_is_flagged_on_every_drifting_figure():
     assert report.figures["live_accuracy"]["top1_hit_rate"] == 0.0
 
 
+def shown(codes: list[int], size: int) -> list[LogRow]:
+    """Answered requests that showed a suggestion set of `size` codes (the ranking's prefix)."""
+    return [
+        LogRow(
+            f"r{i}",
+            "ok",
+            top_prdtypecode=c,
+            predicted=(c, *[x for x in CODES if x != c]),
+            suggestion_size=size,
+        )
+        for i, c in enumerate(codes)
+    ]
+
+
+def test_set_coverage_counts_a_confirmed_category_inside_the_shown_set_and_leaves_unknowns_out():
+    logs = shown([10, 10, 10, 10], size=2)
+    logs.append(LogRow("long", "ok", top_prdtypecode=10, predicted=(10, 1560), suggestion_size=5))
+    # r0 top-1, r1 second (in a 2-set), r2 third (outside), r3 unconfirmed; "long": not in the
+    # logged ranking but the set was longer than it: unknown.
+    confirmed = {"r0": 10, "r1": 1560, "r2": 2583, "long": 40}
+
+    coverage = set_coverage(logs, confirmed, promised=0.95, z=2.0)
+
+    assert (coverage["judged"], coverage["covered"], coverage["unknown"]) == (3, 2, 1)
+    assert coverage["coverage"] == pytest.approx(2 / 3)
+    assert coverage["floor"] == pytest.approx(0.95 - 2 * (0.95 * 0.05 / 3) ** 0.5)
+
+
+def test_coverage_a_little_under_the_promise_is_sampling_error_and_far_under_it_is_flagged():
+    thresholds = Thresholds(min_requests=1000, min_confirmed=20)
+    logs = shown([CODES[i % 3] for i in range(100)], size=1)
+    # 93 of 100 in the set: under 95%, but within two standard errors (floor 90.6%).
+    near = {log.request_id: log.top_prdtypecode if i < 93 else 40 for i, log in enumerate(logs)}
+    # 80 of 100: far under.
+    far = {log.request_id: log.top_prdtypecode if i < 80 else 40 for i, log in enumerate(logs)}
+
+    near_report = build_report(logs, near, reference(), thresholds)
+    far_report = build_report(logs, far, reference(), thresholds)
+
+    assert "low_set_coverage" not in {f.code for f in near_report.flags}
+    assert near_report.figures["set_coverage"]["coverage"] == pytest.approx(0.93)
+    flag = next(f for f in far_report.flags if f.code == "low_set_coverage")
+    assert flag.value == pytest.approx(0.80) and flag.threshold == pytest.approx(0.95 - 2 * 0.0218, abs=1e-3)
+
+
+def test_coverage_of_few_confirmations_is_reported_but_not_judged():
+    logs = shown([10] * 10, size=1)
+
+    report = build_report(
+        logs, {log.request_id: 40 for log in logs}, reference(), Thresholds(min_confirmed=20)
+    )
+
+    assert report.figures["set_coverage"]["coverage"] == 0.0
+    assert "low_set_coverage" not in {f.code for f in report.flags}
+    assert "not judged" in report.figures["set_coverage"]["note"]
+
+
 def test_too_little_traffic_is_reported_but_not_judged():
     logs = logs_like([10] * 10)
 
@@ -197,7 +255,7 @@ def seed_logs(session, codes: list[int], *, at: datetime, confirm: dict[int, int
                 + [{"prdtypecode": c, "probability": 0.1} for c in CODES if c != code],
                 top_prdtypecode=code,
                 top_probability=0.8,
-                suggestion_size=1,
+                suggestion_size=2,
                 latency_ms=12.0,
                 outcome="ok",
                 status_code=200,
@@ -253,6 +311,8 @@ def test_monitor_window_stores_a_report_from_the_logs_and_confirmed_products(
     assert figures["live_accuracy"]["confirmed"] == 30
     assert figures["live_accuracy"]["top1_hit_rate"] == pytest.approx(24 / 30)
     assert figures["live_accuracy"]["topk_hit_rate"] == pytest.approx(1.0)
+    # The 6 confirmed as the second-ranked class were in the two-code suggestion set shown.
+    assert figures["set_coverage"]["judged"] == 30 and figures["set_coverage"]["coverage"] == 1.0
     assert figures["drift"]["class_psi"] < 0.01  # confirmed products barely move the training mix
     assert figures["previous_window"]["requests"] == 40
     assert figures["previous_window"]["class_psi"] > 1  # the day before predicted only class 10

@@ -232,6 +232,20 @@ async function showProduct(productId) {
 
 /* ---------- models ---------- */
 
+/* The shadowed version (api/shadow.py) and both live top-1 hit rates on the same confirmed requests. */
+function shadowLine(shadow) {
+  if (!shadow || !shadow.version) return null;
+  const live = shadow.live || {};
+  const rate = (value) => (value === null || value === undefined ? "–" : `${(value * 100).toFixed(1)}%`);
+  const figures = live.confirmed
+    ? `live top-1 hit rate ${rate(live.shadow_top1_rate)} vs production ${rate(live.production_top1_rate)} on ${live.confirmed} confirmed requests`
+    : "no confirmed request answered in shadow yet";
+  return [
+    h("dt", {}, "Shadow"),
+    h("dd", {}, `${shadow.version} on ${Math.round(shadow.share * 100)}% of requests since ${when(shadow.since)}: ${figures}`),
+  ];
+}
+
 async function loadModels() {
   const message = $("#models-message");
   const info = await guarded(message, () => api("/models"));
@@ -248,6 +262,7 @@ async function loadModels() {
     h("dt", {}, "Model store"),
     h("dd", {}, `${info.store} — ${info.store_reachable ? "reachable" : "unreachable"}`),
     loaded.last_error ? [h("dt", {}, "Last error"), h("dd", { class: "error-text" }, loaded.last_error)] : null,
+    shadowLine(info.shadow),
   );
 
   const history = info.rollback_target || null;
