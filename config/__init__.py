@@ -164,6 +164,8 @@ class Settings(BaseSettings):
     MIN_TRAINING_ROWS: int = Field(default=200, ge=1)
     GATE_MIN_IMPROVEMENT: float = 0.0
     GATE_MAX_RECALL_DROP: float = 0.10
+    # Class recalls are judged only on classes with at least this many held-out products.
+    GATE_MIN_CLASS_SUPPORT: int = Field(default=10, ge=1)
     # The gate's live holdout: products confirmed in the last GATE_LIVE_DAYS that the candidate
     # did not train on; judged from GATE_MIN_LIVE_ROWS of them, where the candidate may not lose
     # more than GATE_MAX_LIVE_DROP weighted F1 to production.

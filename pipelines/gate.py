@@ -8,7 +8,9 @@ per_class_recall, ...}}`) computed on the SAME evaluation set. The gating metric
 2. no kind may lose more than `max_kind_drop` weighted F1 (a better fusion model must not
    hide a broken text model that the API also serves);
 3. no class may lose more than `max_recall_drop` recall in any kind (a small global gain must
-   not hide a category that sellers can no longer get).
+   not hide a category that sellers can no longer get), among the classes with at least
+   `min_class_support` products in the evaluation set (`per_class_support`): on a class of one
+   or two products, a recall swings between 0 and 1 on a single answer and says nothing.
 
 Without a production model the candidate is promoted.
 
@@ -76,6 +78,7 @@ class GateDecision:
     min_improvement: float
     max_recall_drop: float
     max_kind_drop: float
+    min_class_support: int = 1
     kinds: tuple[KindComparison, ...] = ()
     recall_drops: tuple[RecallDrop, ...] = field(default=())
     evidence: str = HELD_OUT  # which evidence decided: the one that refused, or all that were judged
@@ -124,6 +127,7 @@ def decide(
     min_improvement: float,
     max_recall_drop: float,
     max_kind_drop: float = DEFAULT_MAX_KIND_DROP,
+    min_class_support: int = 1,
     live: dict[str, Any] | None = None,
     min_live_rows: int = DEFAULT_MIN_LIVE_ROWS,
     max_live_drop: float = DEFAULT_MAX_LIVE_DROP,
@@ -137,6 +141,8 @@ def decide(
         min_improvement: how much the n-weighted mean weighted F1 must exceed production's by.
         max_recall_drop: the largest recall loss tolerated for any class of any kind.
         max_kind_drop: the largest weighted F1 loss tolerated for any single kind.
+        min_class_support: class recalls are compared only for classes with at least this many
+            products in the evaluation set (metrics without `per_class_support`: every class).
         live: both models on the live holdout, `{"rows", "candidate", "production"}` (metrics
             of the evaluate schema), or None when there is none.
         min_live_rows: fewer live products than this: the live holdout is reported, not judged.
@@ -158,6 +164,7 @@ def decide(
             min_improvement=min_improvement,
             max_recall_drop=max_recall_drop,
             max_kind_drop=max_kind_drop,
+            min_class_support=min_class_support,
         ),
         production,
         live,
@@ -238,12 +245,14 @@ def _held_out_decision(
     min_improvement: float,
     max_recall_drop: float,
     max_kind_drop: float,
+    min_class_support: int = 1,
 ) -> GateDecision:
     """The verdict of one evaluation set (the rules of the module docstring)."""
     limits = {
         "min_improvement": min_improvement,
         "max_recall_drop": max_recall_drop,
         "max_kind_drop": max_kind_drop,
+        "min_class_support": min_class_support,
     }
     cand_kinds = _evaluated_kinds(candidate)
     if not cand_kinds:
@@ -288,9 +297,10 @@ def _held_out_decision(
     drops = []
     for kind in common:
         cand_recall = cand_kinds[kind].get("per_class_recall") or {}
+        support = prod_kinds[kind].get("per_class_support") or {}
         for label, prod_value in (prod_kinds[kind].get("per_class_recall") or {}).items():
             before = _recall(prod_value)
-            if before is None:
+            if before is None or int(support.get(label, min_class_support)) < min_class_support:
                 continue
             # A class the candidate no longer reports is a class it no longer finds.
             after = _recall(cand_recall.get(label)) or 0.0

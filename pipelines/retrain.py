@@ -366,6 +366,7 @@ def gate_step(settings: Settings, evaluation: dict[str, Any]) -> dict[str, Any]:
         production["metrics"] if production else None,
         min_improvement=settings.GATE_MIN_IMPROVEMENT,
         max_recall_drop=settings.GATE_MAX_RECALL_DROP,
+        min_class_support=settings.GATE_MIN_CLASS_SUPPORT,
         live=full.get("live_holdout"),
         min_live_rows=settings.GATE_MIN_LIVE_ROWS,
         max_live_drop=settings.GATE_MAX_LIVE_DROP,

@@ -7,7 +7,7 @@ text; image: with an image; fusion: with both), through the same serving runtime
 uses, so the figures are those of what is served. Every entry has the same keys:
 
     {n, accuracy, weighted_f1, macro_f1, top3, top5, set_coverage, set_mean_size,
-     per_class_recall: {prdtypecode: recall}}
+     per_class_recall: {prdtypecode: recall}, per_class_support: {prdtypecode: products}}
 
 A model with no product to score reports n = 0 and nulls (and an empty per_class_recall).
 """
@@ -76,7 +76,7 @@ def evaluate_arrays(
     confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
     y = np.asarray(y, dtype=np.int64)
     if len(y) == 0:
-        return {"n": 0, **dict.fromkeys(FIGURES), "per_class_recall": {}}, confusion
+        return {"n": 0, **dict.fromkeys(FIGURES), "per_class_recall": {}, "per_class_support": {}}, confusion
     probs = np.asarray(probs, dtype=np.float64)
     order = np.argsort(-probs, axis=1, kind="stable")
     pred = order[:, 0]
@@ -93,6 +93,10 @@ def evaluate_arrays(
         "set_coverage": coverage,
         "set_mean_size": size,
         "per_class_recall": {str(labels[c]): float(r) for c, r in enumerate(recalls) if not np.isnan(r)},
+        # How many products each recall is measured on: the gate does not judge a recall of 3.
+        "per_class_support": {
+            str(labels[c]): int(confusion[c].sum()) for c in range(n_classes) if confusion[c].sum()
+        },
     }, confusion
 
 

@@ -285,3 +285,28 @@ def test_a_short_shadow_window_is_reported_not_judged():
 
     assert decision.promote is True and decision.evidence == "held_out"
     assert decision.shadow["judged"] is False
+
+
+def test_a_recall_measured_on_too_few_products_is_not_judged():
+    # Production found the one held-out product of class 40; the candidate misses it. On one
+    # product that is noise, not a lost category; on twelve it is a real loss.
+    def metrics(recall_40: float, support_40: int) -> dict:
+        return {
+            "text": {
+                "n": 200,
+                "weighted_f1": 0.80 if recall_40 == 0.0 else 0.70,
+                "per_class_recall": {"10": 0.8, "40": recall_40},
+                "per_class_support": {"10": 188, "40": support_40},
+            }
+        }
+
+    for support, promoted in ((1, True), (12, False)):
+        decision = decide(
+            metrics(0.0, support),
+            metrics(1.0, support),
+            min_improvement=0.0,
+            max_recall_drop=0.10,
+            min_class_support=10,
+        )
+        assert decision.promote is promoted, decision.reason
+        assert decision.min_class_support == 10

@@ -16,7 +16,7 @@ from models.training.evaluate import FIGURES, KINDS, evaluate_arrays, evaluate_b
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 LABELS = [10, 40, 50]
 EVERYTHING = {"method": "lac", "alpha": 0.05, "threshold": None}
-KEYS = {"n", *FIGURES, "per_class_recall"}
+KEYS = {"n", *FIGURES, "per_class_recall", "per_class_support"}
 
 
 def test_perfect_predictions_score_one_everywhere() -> None:
@@ -37,6 +37,7 @@ def test_the_figures_count_what_they_say() -> None:
     figures, confusion = evaluate_arrays(probs, y, {"method": "lac", "threshold": 0.65}, LABELS)
     assert figures["accuracy"] == 0.5
     assert figures["per_class_recall"] == {"10": 1.0, "40": 0.0, "50": 0.5}
+    assert sum(figures["per_class_support"].values()) == figures["n"]
     # F1: class 10 precision 1/3 recall 1 -> 0.5; class 40 -> 0; class 50 precision 1 recall 1/2 -> 2/3.
     assert figures["macro_f1"] == pytest.approx(np.mean([0.5, 0.0, 2 / 3]))
     # Sets keep p >= 0.35: {0}, {0}, {2}, {0, 1}: the true class is in 2 of 4.
@@ -47,7 +48,7 @@ def test_the_figures_count_what_they_say() -> None:
 
 def test_a_model_with_nothing_to_score_reports_zero_and_nulls() -> None:
     figures, _ = evaluate_arrays(np.zeros((0, 3)), np.zeros(0, dtype=int), EVERYTHING, LABELS)
-    assert figures == {"n": 0, **dict.fromkeys(FIGURES), "per_class_recall": {}}
+    assert figures == {"n": 0, **dict.fromkeys(FIGURES), "per_class_recall": {}, "per_class_support": {}}
 
 
 @pytest.mark.slow
@@ -74,7 +75,12 @@ def test_text_only_data_gives_zero_image_and_fusion_products_without_crashing(
     text_only.image_paths = [None] * len(text_only)
     result = evaluate_bundle(quick_bundle, text_only)
     assert result["text"]["n"] == 30
-    assert result["image"] == {"n": 0, **dict.fromkeys(FIGURES), "per_class_recall": {}}
+    assert result["image"] == {
+        "n": 0,
+        **dict.fromkeys(FIGURES),
+        "per_class_recall": {},
+        "per_class_support": {},
+    }
     assert result["fusion"]["n"] == 0
 
 
