@@ -159,6 +159,7 @@ class Settings(BaseSettings):
     # Docker socket (compose), or in a pod of TRAIN_IMAGE of its own (KubernetesPodOperator).
     TRAIN_MODE: Literal["inprocess", "docker", "kubernetes"] = "inprocess"
     TRAIN_IMAGE: str = "rakuten-classifier-train:latest"
+    # Every model's epochs (the retraining and `make run`'s first model): unset, the hyperparameters'.
     TRAIN_EPOCHS: int | None = None
     TRAIN_QUICK: bool = False
     MIN_TRAINING_ROWS: int = Field(default=200, ge=1)

@@ -98,7 +98,7 @@ def bootstrap(
         [i for i, pid in enumerate(dataset.product_ids) if not is_evaluation(pid, settings.EVAL_FRACTION)]
     )
     with tempfile.TemporaryDirectory(prefix="bundle-", dir=VAR_DIR) as tmp:
-        bundle = train([dataset], Path(tmp) / "bundle", seed=seed, quick=True)
+        bundle = train([dataset], Path(tmp) / "bundle", seed=seed, quick=True, epochs=settings.TRAIN_EPOCHS)
         mark_training_data(bundle, training_data)
         logger.info("      done in %.1f s: %s", time.perf_counter() - started, bundle)
 

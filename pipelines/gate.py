@@ -1,18 +1,31 @@
 """The promotion gate: does a candidate model beat the production one enough to replace it?
 
 Both inputs are evaluate-schema dicts (`{"text"|"image"|"fusion": {n, weighted_f1,
-per_class_recall, ...}}`) computed on the SAME evaluation set. The gating metric is weighted F1:
+per_class_recall, per_class_top5_recall, ...}}`) computed on the SAME evaluation set. The gating
+metric is weighted F1:
 
 1. the n-weighted mean weighted F1 over the model kinds evaluated (n > 0) must beat
    production's by more than `min_improvement`;
 2. no kind may lose more than `max_kind_drop` weighted F1 (a better fusion model must not
-   hide a broken text model that the API also serves);
-3. no class may lose more than `max_recall_drop` recall in any kind (a small global gain must
-   not hide a category that sellers can no longer get), among the classes with at least
-   `min_class_support` products in the evaluation set (`per_class_support`): on a class of one
-   or two products, a recall swings between 0 and 1 on a single answer and says nothing.
+   hide a broken text model that the API also serves), unless the loss is within sampling
+   noise: with `paired` (per kind, the held-out products only one of the two models gets
+   right), a loss counts only when McNemar's exact test says the candidate is worse at level
+   `alpha` (one-sided). A quick image model's weighted F1 moves by 0.04 between two trainings
+   on the same data; that is noise on 400 products, not a worse model;
+3. no class may lose more than `max_recall_drop` of its short-list recall (the share of its
+   products with the class among the five best answers, `per_class_top5_recall`; the top-1
+   `per_class_recall` for metrics without it) in any kind: a small global gain must not hide
+   a category that sellers can no longer find among the suggestions they are shown. Top-1
+   losses are weighted F1's job: when a new category appears that resembles an old one
+   (second-hand books beside new ones), the old one's top-1 recall has to fall, while both stay
+   in the short list. Only classes with at least `min_class_support` products in the
+   evaluation set (`per_class_support`) are judged: on a class of one or two products, a
+   recall swings between 0 and 1 on a single answer and says nothing.
 
 Without a production model the candidate is promoted.
+
+The fixed split is the *verified* products held out of training (`pipelines.snapshot`): a
+yardstick that sellers' confirmations do not move.
 
 **Live evidence.** The fixed split holds products of every age, mostly the catalogue as it was;
 when what sellers list changes, the recent confirmations are the better witness. So `decide`
@@ -20,8 +33,12 @@ also takes both models' metrics on a *live holdout*: products sellers confirmed 
 the candidate did not train on. With at least `min_live_rows` of them, the candidate must also
 not be worse there: its n-weighted weighted F1 may not fall below production's by more than
 `max_live_drop`, nor any kind's (per-class recalls are not compared on a set this small). The
-decision says which evidence decided (`evidence`): the one that refused, or every one that
-was judged when the candidate is promoted.
+improvement of rule 1 may come from either evidence: a candidate that is better on the live
+holdout (by more than `min_improvement`) and not worse on the fixed split (rules 2 and 3) is
+promoted: that is the repair of a shift, which the
+fixed split, made of the catalogue as it was, cannot see. A loss beyond tolerance on either
+evidence refuses. The decision says which evidence decided (`evidence`): the one that refused,
+or every one that was judged when the candidate is promoted.
 
 **Shadow evidence.** When the candidate was shadowed (the API ran it beside production on live
 requests, `api/shadow.py`), `shadow` holds both top-1 hit rates on the same confirmed requests;
@@ -38,9 +55,11 @@ from typing import Any
 DEFAULT_MAX_KIND_DROP = 0.01
 DEFAULT_MIN_LIVE_ROWS = 30
 DEFAULT_MAX_LIVE_DROP = 0.02
+DEFAULT_ALPHA = 0.05
 HELD_OUT = "held_out"
 LIVE_HOLDOUT = "live_holdout"
 SHADOW = "shadow"
+SHORT_LIST_RECALL = "per_class_top5_recall"
 
 
 @dataclass(frozen=True)
@@ -49,6 +68,8 @@ class KindComparison:
     n: int
     candidate: float
     production: float
+    # McNemar's one-sided exact p-value that the candidate is worse (None: no paired counts).
+    p_worse: float | None = None
 
     @property
     def delta(self) -> float:
@@ -120,6 +141,27 @@ def _recall(value: Any) -> float | None:
     return None if math.isnan(value) else value
 
 
+def _p_worse(counts: dict[str, Any] | None) -> float | None:
+    """McNemar's exact one-sided p-value that the candidate gets fewer products right."""
+    if not counts:
+        return None
+    from scipy.stats import binomtest
+
+    production_only, candidate_only = int(counts["production_only"]), int(counts["candidate_only"])
+    if production_only + candidate_only == 0:
+        return 1.0
+    return float(
+        binomtest(production_only, production_only + candidate_only, 0.5, alternative="greater").pvalue
+    )
+
+
+def _recall_key(candidate: dict[str, Any], production: dict[str, Any]) -> str:
+    """The per-class recall the gate compares: the short-list one when both models report it."""
+    if candidate.get(SHORT_LIST_RECALL) is not None and production.get(SHORT_LIST_RECALL) is not None:
+        return SHORT_LIST_RECALL
+    return "per_class_recall"
+
+
 def decide(
     candidate: dict[str, Any],
     production: dict[str, Any] | None,
@@ -128,6 +170,8 @@ def decide(
     max_recall_drop: float,
     max_kind_drop: float = DEFAULT_MAX_KIND_DROP,
     min_class_support: int = 1,
+    paired: dict[str, Any] | None = None,
+    alpha: float = DEFAULT_ALPHA,
     live: dict[str, Any] | None = None,
     min_live_rows: int = DEFAULT_MIN_LIVE_ROWS,
     max_live_drop: float = DEFAULT_MAX_LIVE_DROP,
@@ -143,6 +187,9 @@ def decide(
         max_kind_drop: the largest weighted F1 loss tolerated for any single kind.
         min_class_support: class recalls are compared only for classes with at least this many
             products in the evaluation set (metrics without `per_class_support`: every class).
+        paired: per kind, `{"n", "candidate_only", "production_only"}` on the evaluation set
+            (`models.training.evaluate.paired_counts`); None: every loss beyond tolerance counts.
+        alpha: the level of McNemar's test below which a kind's loss is not noise.
         live: both models on the live holdout, `{"rows", "candidate", "production"}` (metrics
             of the evaluate schema), or None when there is none.
         min_live_rows: fewer live products than this: the live holdout is reported, not judged.
@@ -157,17 +204,27 @@ def decide(
     Raises:
         ValueError: the two were not evaluated on the same set (different n for a kind).
     """
+    held_out = {
+        "max_recall_drop": max_recall_drop,
+        "max_kind_drop": max_kind_drop,
+        "min_class_support": min_class_support,
+        "paired": paired,
+        "alpha": alpha,
+    }
+    held = _held_out_decision(candidate, production, min_improvement=min_improvement, **held_out)
+    # The same split read as "not worse": no kind or class beyond tolerance (rules 2 and 3). With
+    # a better live holdout, that is enough (the repair of a shift).
+    not_worse = (
+        held
+        if held.promote or held.improvement is None
+        else _held_out_decision(candidate, production, min_improvement=-2.0, **held_out)
+    )
     decision = _with_live(
-        _held_out_decision(
-            candidate,
-            production,
-            min_improvement=min_improvement,
-            max_recall_drop=max_recall_drop,
-            max_kind_drop=max_kind_drop,
-            min_class_support=min_class_support,
-        ),
+        held,
+        not_worse,
         production,
         live,
+        min_improvement=min_improvement,
         min_live_rows=min_live_rows,
         max_live_drop=max_live_drop,
     )
@@ -198,13 +255,18 @@ def decide(
 
 def _with_live(
     held: GateDecision,
+    not_worse: GateDecision,
     production: dict[str, Any] | None,
     live: dict[str, Any] | None,
     *,
+    min_improvement: float,
     min_live_rows: int,
     max_live_drop: float,
 ) -> GateDecision:
-    """The held-out decision, judged again on the live holdout when there is enough of it."""
+    """The fixed split's decision, judged again with the live holdout when there is enough of it.
+
+    `not_worse` is the fixed split's verdict when only a loss beyond tolerance refuses.
+    """
     if live is None or production is None or live.get("production") is None:
         return held
     rows = int(live.get("rows") or 0)
@@ -220,22 +282,49 @@ def _with_live(
         max_recall_drop=1.0,
         max_kind_drop=max_live_drop,
     )
+    better = compared.improvement is not None and compared.improvement > min_improvement
     record.update(
         judged=True,
         passed=compared.promote,
+        better=better,
         candidate_score=compared.candidate_score,
         production_score=compared.production_score,
         improvement=compared.improvement,
         kinds=[{**asdict(k), "delta": k.delta} for k in compared.kinds],
         reason=compared.reason,
     )
-    if not held.promote:
-        return replace(held, live=record)
+    where = f"on {rows} recently confirmed products the candidate did not train on"
     if not compared.promote:
-        reason = f"on {rows} recently confirmed products the candidate did not train on: {compared.reason}"
-        return replace(held, promote=False, reason=reason, evidence=LIVE_HOLDOUT, live=record)
-    reason = f"{held.reason}; live holdout of {rows}: {compared.reason}"
-    return replace(held, reason=reason, evidence=f"{HELD_OUT}+{LIVE_HOLDOUT}", live=record)
+        if not held.promote:
+            return replace(held, live=record)
+        return replace(
+            held, promote=False, reason=f"{where}: {compared.reason}", evidence=LIVE_HOLDOUT, live=record
+        )
+    if held.promote:
+        reason = f"{held.reason}; live holdout of {rows}: {compared.reason}"
+        return replace(held, reason=reason, evidence=f"{HELD_OUT}+{LIVE_HOLDOUT}", live=record)
+    if better and not_worse.promote:
+        reason = (
+            f"{where}: weighted F1 {compared.candidate_score:.4f} vs production "
+            f"{compared.production_score:.4f} ({compared.improvement:+.4f}); on the fixed split not "
+            f"worse beyond tolerance: weighted F1 {not_worse.candidate_score:.4f} vs "
+            f"{not_worse.production_score:.4f} ({not_worse.improvement:+.4f}), no kind or class recall "
+            "degraded beyond tolerance"
+        )
+        return replace(
+            not_worse,
+            min_improvement=held.min_improvement,
+            reason=reason,
+            evidence=f"{LIVE_HOLDOUT}+{HELD_OUT}",
+            live=record,
+        )
+    if better:
+        reason = (
+            f"{held.reason}; better {where} ({compared.improvement:+.4f} weighted F1), but worse on the "
+            f"fixed split: {not_worse.reason}"
+        )
+        return replace(held, reason=reason, recall_drops=not_worse.recall_drops, live=record)
+    return replace(held, live=record)
 
 
 def _held_out_decision(
@@ -246,6 +335,8 @@ def _held_out_decision(
     max_recall_drop: float,
     max_kind_drop: float,
     min_class_support: int = 1,
+    paired: dict[str, Any] | None = None,
+    alpha: float = DEFAULT_ALPHA,
 ) -> GateDecision:
     """The verdict of one evaluation set (the rules of the module docstring)."""
     limits = {
@@ -291,14 +382,16 @@ def _held_out_decision(
             n=int(cand_kinds[kind]["n"]),
             candidate=float(cand_kinds[kind]["weighted_f1"]),
             production=float(prod_kinds[kind]["weighted_f1"]),
+            p_worse=_p_worse((paired or {}).get(kind)),
         )
         for kind in common
     )
     drops = []
     for kind in common:
-        cand_recall = cand_kinds[kind].get("per_class_recall") or {}
+        key = _recall_key(cand_kinds[kind], prod_kinds[kind])
+        cand_recall = cand_kinds[kind].get(key) or {}
         support = prod_kinds[kind].get("per_class_support") or {}
-        for label, prod_value in (prod_kinds[kind].get("per_class_recall") or {}).items():
+        for label, prod_value in (prod_kinds[kind].get(key) or {}).items():
             before = _recall(prod_value)
             if before is None or int(support.get(label, min_class_support)) < min_class_support:
                 continue
@@ -311,7 +404,7 @@ def _held_out_decision(
     cand_score, prod_score = _weighted_score(kinds, "candidate"), _weighted_score(kinds, "production")
     figures = {"candidate_score": cand_score, "production_score": prod_score, "kinds": kinds, **limits}
     improvement = cand_score - prod_score
-    worse = [k for k in kinds if -k.delta > max_kind_drop]
+    worse = [k for k in kinds if -k.delta > max_kind_drop and (k.p_worse is None or k.p_worse < alpha)]
     if improvement <= min_improvement:
         reason = (
             f"weighted F1 {cand_score:.4f} vs production {prod_score:.4f}: improvement {improvement:+.4f} "
@@ -319,7 +412,10 @@ def _held_out_decision(
         )
         return GateDecision(False, reason, recall_drops=tuple(drops), **figures)
     if worse:
-        detail = ", ".join(f"{k.kind} {k.delta:+.4f}" for k in worse)
+        detail = ", ".join(
+            f"{k.kind} {k.delta:+.4f}" + ("" if k.p_worse is None else f" (McNemar p {k.p_worse:.3g})")
+            for k in worse
+        )
         reason = f"a model kind got worse by more than {max_kind_drop:.4f} weighted F1: {detail}"
         return GateDecision(False, reason, recall_drops=tuple(drops), **figures)
     if drops:

@@ -256,7 +256,7 @@ def train_in_container(settings: Settings, snapshot_uri: str, run: str, *, clien
 
 def evaluate_step(settings: Settings, snapshot: dict[str, Any], candidate: dict[str, Any]) -> dict[str, Any]:
     """Evaluate the candidate and the production model on the snapshot's held-out split."""
-    from models.training.evaluate import evaluate_bundle
+    from models.training.evaluate import evaluate_bundle, paired_counts
     from pipelines.snapshot import load_snapshot
     from store.model_store import open_model_store
 
@@ -275,13 +275,15 @@ def evaluate_step(settings: Settings, snapshot: dict[str, Any], candidate: dict[
     with tempfile.TemporaryDirectory(prefix="evaluate-") as tmp:
         # Downloaded as the API would download it: every file checked against MANIFEST.json.
         bundle = model_store.download(candidate["version"], Path(tmp) / "candidate")
-        candidate_metrics = evaluate_bundle(bundle, dataset)
+        candidate_outcomes: dict[str, dict[str, bool]] = {}
+        production_outcomes: dict[str, dict[str, bool]] = {}
+        candidate_metrics = evaluate_bundle(bundle, dataset, outcomes=candidate_outcomes)
         if len(live_set):
             live["candidate"] = evaluate_bundle(bundle, live_set)
         production_metrics = None
         if production_version is not None:
             production_dir = model_store.download(production_version, Path(tmp) / "production")
-            production_metrics = evaluate_bundle(production_dir, dataset)
+            production_metrics = evaluate_bundle(production_dir, dataset, outcomes=production_outcomes)
             if len(live_set):
                 live["production"] = evaluate_bundle(production_dir, live_set)
     evaluation = {
@@ -292,6 +294,8 @@ def evaluate_step(settings: Settings, snapshot: dict[str, Any], candidate: dict[
             {"version": production_version, "metrics": production_metrics} if production_version else None
         ),
         "live_holdout": live,
+        # Per kind, how many held-out products only one of the two models gets right.
+        "paired": paired_counts(candidate_outcomes, production_outcomes),
     }
     run = run_uri(settings, snapshot)
     open_blob_store(run).put(
@@ -367,6 +371,7 @@ def gate_step(settings: Settings, evaluation: dict[str, Any]) -> dict[str, Any]:
         min_improvement=settings.GATE_MIN_IMPROVEMENT,
         max_recall_drop=settings.GATE_MAX_RECALL_DROP,
         min_class_support=settings.GATE_MIN_CLASS_SUPPORT,
+        paired=full.get("paired"),
         live=full.get("live_holdout"),
         min_live_rows=settings.GATE_MIN_LIVE_ROWS,
         max_live_drop=settings.GATE_MAX_LIVE_DROP,

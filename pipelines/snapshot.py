@@ -12,9 +12,20 @@ Layout below `DATA_STORE_URI` (a folder or `s3://bucket/prefix`), challenge-like
 Images are not copied: `image_ref` is the content-addressed key of the image in the image store
 named by the manifest (`products/ab/<sha256>.jpg`), immutable by construction.
 
-`split` is `eval` for a fixed share of products chosen by a hash of the product id (not at
-random per run), so the candidate and the production model are compared on products that
-neither trained on, and a product stays on the same side from one week to the next.
+A fixed share of products, chosen by a hash of the product id (not at random per run), is held
+out of training, so the candidate and the production model are compared on products that
+neither trained on, and a product stays on the same side from one week to the next. Of those:
+
+- `eval`: the *verified* ones (imported catalogue, or checked by an admin), the gate's fixed
+  yardstick. Sellers' confirmations are not on it: a seller who floods wrong labels would
+  otherwise move the yardstick with the training set, and a model that learned the flood
+  would score better on it (the learning-loop scenario showed exactly that).
+- `holdout`: the unverified ones (sellers' confirmations). No model trains on them; the gate
+  sees them as part of its live holdout (`pipelines.retrain.live_holdout`), where they can
+  show a candidate better or refuse it, but never make up for a loss on `eval`.
+
+With fewer than `min_verified_eval` verified products held out (a database that only sellers
+fill), `eval` takes the unverified ones too, and the manifest's `eval_labels` says so.
 
 `load_snapshot(uri)` reads a snapshot back as a training `Dataset` (the train split by default);
 the training image calls it for `--snapshot URI`.
@@ -46,7 +57,8 @@ SNAPSHOTS_PREFIX = "snapshots"
 MANIFEST_FILE = "manifest.json"
 SNAPSHOT_FORMAT = 1
 X_COLUMNS = ("", "designation", "description", "productid", "imageid", "image_ref", "split")
-Split = Literal["train", "eval", "all"]
+Split = Literal["train", "eval", "holdout", "all"]
+MIN_VERIFIED_EVAL = 30
 
 
 class SnapshotNotFoundError(LookupError):
@@ -97,6 +109,7 @@ def take_snapshot(
     start: datetime,
     end: datetime,
     eval_fraction: float,
+    min_verified_eval: int = MIN_VERIFIED_EVAL,
 ) -> dict[str, Any]:
     """Write the snapshot of the usable products for [start, end), or reuse the existing one.
 
@@ -112,15 +125,28 @@ def take_snapshot(
         return {**manifest, "uri": uri}
 
     query = select(
-        Product.product_id, Product.designation, Product.description, Product.prdtypecode, Product.image_ref
+        Product.product_id,
+        Product.designation,
+        Product.description,
+        Product.prdtypecode,
+        Product.image_ref,
+        Product.label_status,
     ).where(Product.label_status.in_(["verified", "unverified"]))
     with session_factory() as session:
         rows = sorted(session.execute(query), key=lambda r: r.product_id)
+    held = [is_evaluation(row.product_id, eval_fraction) for row in rows]
+    verified_held = sum(1 for row, h in zip(rows, held, strict=True) if h and row.label_status == "verified")
+    trusted_only = verified_held >= min_verified_eval
     x_rows, y_rows = [], []
     splits: Counter[str] = Counter()
     labels: Counter[int] = Counter()
-    for index, row in enumerate(rows):
-        split = "eval" if is_evaluation(row.product_id, eval_fraction) else "train"
+    for index, (row, held_out) in enumerate(zip(rows, held, strict=True)):
+        if not held_out:
+            split = "train"
+        elif row.label_status == "verified" or not trusted_only:
+            split = "eval"
+        else:
+            split = "holdout"
         splits[split] += 1
         labels[int(row.prdtypecode)] += 1
         x_rows.append(
@@ -146,8 +172,9 @@ def take_snapshot(
         "source": "products[verified,unverified]",
         "image_store": image_store_uri,
         "rows": len(rows),
-        "splits": {"train": splits["train"], "eval": splits["eval"]},
+        "splits": {"train": splits["train"], "eval": splits["eval"], "holdout": splits["holdout"]},
         "eval_fraction": eval_fraction,
+        "eval_labels": "verified" if trusted_only else "verified+unverified",
         "with_image": sum(1 for r in rows if r.image_ref),
         "label_counts": {str(code): n for code, n in sorted(labels.items())},
         "files": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
@@ -177,7 +204,8 @@ def load_snapshot(uri: str, *, split: Split = "train", image_store: BlobStore | 
     Args:
         uri: the snapshot's location (`take_snapshot()["uri"]`).
         split: `train` (the default: what a training run may see), `eval` (the held-out
-            products the gate compares models on) or `all`.
+            products the gate compares models on), `holdout` (held-out sellers'
+            confirmations) or `all`.
         image_store: where the images are; by default the store named in the manifest.
 
     Returns:

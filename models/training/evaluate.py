@@ -7,7 +7,8 @@ text; image: with an image; fusion: with both), through the same serving runtime
 uses, so the figures are those of what is served. Every entry has the same keys:
 
     {n, accuracy, weighted_f1, macro_f1, top3, top5, set_coverage, set_mean_size,
-     per_class_recall: {prdtypecode: recall}, per_class_support: {prdtypecode: products}}
+     per_class_recall: {prdtypecode: recall}, per_class_top5_recall: {prdtypecode: share of the
+     class's products with it among the five best answers}, per_class_support: {prdtypecode: products}}
 
 A model with no product to score reports n = 0 and nulls (and an empty per_class_recall).
 """
@@ -76,36 +77,43 @@ def evaluate_arrays(
     confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
     y = np.asarray(y, dtype=np.int64)
     if len(y) == 0:
-        return {"n": 0, **dict.fromkeys(FIGURES), "per_class_recall": {}, "per_class_support": {}}, confusion
+        empty = {"per_class_recall": {}, "per_class_top5_recall": {}, "per_class_support": {}}
+        return {"n": 0, **dict.fromkeys(FIGURES), **empty}, confusion
     probs = np.asarray(probs, dtype=np.float64)
     order = np.argsort(-probs, axis=1, kind="stable")
     pred = order[:, 0]
     np.add.at(confusion, (y, pred), 1)
     weighted, macro, recalls = f1_scores(y, pred, n_classes)
     coverage, size = set_metrics(probs, y, calibration_entry)
+    in_top5 = (order[:, :5] == y[:, None]).any(axis=1)
+    present = [c for c in range(n_classes) if confusion[c].sum()]
     return {
         "n": len(y),
         "accuracy": float(np.mean(pred == y)),
         "weighted_f1": weighted,
         "macro_f1": macro,
         "top3": float(np.mean((order[:, :3] == y[:, None]).any(axis=1))),
-        "top5": float(np.mean((order[:, :5] == y[:, None]).any(axis=1))),
+        "top5": float(np.mean(in_top5)),
         "set_coverage": coverage,
         "set_mean_size": size,
         "per_class_recall": {str(labels[c]): float(r) for c, r in enumerate(recalls) if not np.isnan(r)},
+        # Whether sellers of the class still find it in the short list they are shown.
+        "per_class_top5_recall": {str(labels[c]): float(np.mean(in_top5[y == c])) for c in present},
         # How many products each recall is measured on: the gate does not judge a recall of 3.
-        "per_class_support": {
-            str(labels[c]): int(confusion[c].sum()) for c in range(n_classes) if confusion[c].sum()
-        },
+        "per_class_support": {str(labels[c]): int(confusion[c].sum()) for c in present},
     }, confusion
 
 
-def evaluate_bundle(bundle_dir: Path, dataset: Dataset) -> dict[str, Any]:
+def evaluate_bundle(
+    bundle_dir: Path, dataset: Dataset, *, outcomes: dict[str, dict[str, bool]] | None = None
+) -> dict[str, Any]:
     """Score the bundle's three models on `dataset` through the serving runtime.
 
     Args:
         bundle_dir: A complete bundle.
         dataset: Labelled products (products whose label the bundle does not know are skipped).
+        outcomes: When given, filled with `{kind: {product_id: top-1 right}}`: what a paired
+            comparison of two models on the same products needs (`paired_counts`).
 
     Returns:
         {"text" | "image" | "fusion": {n, accuracy, weighted_f1, macro_f1, top3, top5,
@@ -150,7 +158,28 @@ def evaluate_bundle(bundle_dir: Path, dataset: Dataset) -> dict[str, Any]:
                 probs[r] = runtime.predict_fusion(texts[i], images[i])
         y = np.searchsorted(labels, dataset.labels[rows]) if rows else np.zeros(0, dtype=np.int64)
         result[kind], _ = evaluate_arrays(probs, y, runtime.calibration[kind], labels)
+        if outcomes is not None:
+            right = np.argmax(probs, axis=1) == y if rows else np.zeros(0, dtype=bool)
+            outcomes[kind] = {dataset.product_ids[i]: bool(ok) for i, ok in zip(rows, right, strict=True)}
     return result
+
+
+def paired_counts(
+    candidate: dict[str, dict[str, bool]], production: dict[str, dict[str, bool]]
+) -> dict[str, dict[str, int]]:
+    """Per kind, on the products both models scored: how many only one of them gets right.
+
+    The discordant pairs are all a paired test (McNemar's) needs to tell a real loss from noise.
+    """
+    counts = {}
+    for kind in sorted(set(candidate) & set(production)):
+        common = candidate[kind].keys() & production[kind].keys()
+        counts[kind] = {
+            "n": len(common),
+            "candidate_only": sum(1 for p in common if candidate[kind][p] and not production[kind][p]),
+            "production_only": sum(1 for p in common if production[kind][p] and not candidate[kind][p]),
+        }
+    return counts
 
 
 def main(argv: list[str] | None = None) -> int:

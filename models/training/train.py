@@ -326,7 +326,9 @@ def evaluate_models(p: PreparedData, models: TrainedModels, calibration: dict[st
         metrics[kind], confusions[kind] = evaluate_arrays(
             test_probs[kind], test_y[kind], calibration[kind], LABELS
         )
-        logger.info("%s test: %s", kind, {k: v for k, v in metrics[kind].items() if k != "per_class_recall"})
+        logger.info(
+            "%s test: %s", kind, {k: v for k, v in metrics[kind].items() if not k.startswith("per_class")}
+        )
     # The fusion model must beat each single model on the products that have both inputs.
     on_pairs = {
         "n": len(t_both),

@@ -65,6 +65,7 @@ def pipeline(tmp_path_factory) -> Iterator[SimpleNamespace]:
             "DATA_STORE_URI": f"s3://{bucket}/datasets",
             "TRAIN_MODE": "inprocess",
             "TRAIN_QUICK": "true",
+            "TRAIN_EPOCHS": "5",  # a real model, not a good one: the gate's comparison is tested
             "MIN_TRAINING_ROWS": "300",
             "EVAL_FRACTION": "0.25",
             # Nobody listens there: the reload step must warn and succeed.
@@ -196,6 +197,9 @@ def test_a_worse_candidate_is_published_but_refused_and_production_stays(pipelin
     assert gate["candidate_score"] < gate["production_score"] - 0.1
     assert gate["improvement"] < 0 and gate["reason"]
     assert {k["kind"] for k in gate["kinds"]} and all(k["n"] > 0 for k in gate["kinds"])
+    # The losses are judged against sampling noise: paired counts of the held-out products.
+    assert all(k["p_worse"] is not None for k in gate["kinds"])
+    assert min(k["p_worse"] for k in gate["kinds"]) < 0.05
     assert xcom(run, "reload_api") == {"reloaded": False, "detail": "nothing promoted"}
     logger.warning(
         "refuse run gate: %s",

@@ -40,7 +40,8 @@ def test_a_folder_that_is_not_in_the_challenge_layout_is_refused_before_anything
 def test_bootstrap_data_imports_the_folder_trains_and_marks_the_model(
     database_url, session_factory, tmp_path, quick_catalogue
 ):
-    settings = settings_for(database_url, tmp_path, BOOTSTRAP_DATA=quick_catalogue)
+    # Two epochs: what is tested is the import, the marking and the promotion, not the model.
+    settings = settings_for(database_url, tmp_path, BOOTSTRAP_DATA=quick_catalogue, TRAIN_EPOCHS=2)
     version = bootstrap(settings)
 
     store = open_model_store(settings.MODEL_STORE_URI)

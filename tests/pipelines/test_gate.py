@@ -310,3 +310,93 @@ def test_a_recall_measured_on_too_few_products_is_not_judged():
         )
         assert decision.promote is promoted, decision.reason
         assert decision.min_class_support == 10
+
+
+def test_a_repair_better_on_recent_confirmations_and_not_worse_on_the_fixed_split_is_promoted():
+    # The fixed split is the catalogue as it was: the repair of a shift barely moves it; the
+    # recent confirmations show the gain.
+    decision = decide(
+        metrics(0.775, 0.60, 0.82),  # -0.005 on text: within max_kind_drop, no improvement
+        PRODUCTION,
+        **LIMITS,
+        live=live(metrics(0.7, 0.5, 0.7), metrics(0.4, 0.3, 0.4)),
+    )
+
+    assert decision.promote is True
+    assert decision.evidence == "live_holdout+held_out"
+    assert decision.live["better"] is True
+    assert decision.min_improvement == 0.0  # the limit recorded is the configured one
+    assert "not worse beyond tolerance" in decision.reason
+
+
+def test_a_live_gain_does_not_make_up_for_a_loss_on_the_fixed_split():
+    for candidate in (
+        metrics(0.76, 0.60, 0.82),  # text -0.02: beyond max_kind_drop
+        metrics(0.78, 0.60, 0.82, fusion_recall={"10": 0.3, "40": 0.82, "50": 0.82, "2583": 0.82}),
+    ):
+        decision = decide(
+            candidate, PRODUCTION, **LIMITS, live=live(metrics(0.9, 0.9, 0.9), metrics(0.1, 0.1, 0.1))
+        )
+        assert decision.promote is False and decision.evidence == "held_out", decision.reason
+
+
+def test_a_repair_not_better_on_recent_confirmations_either_is_refused():
+    decision = decide(
+        metrics(0.775, 0.60, 0.82),
+        PRODUCTION,
+        **LIMITS,
+        live=live(metrics(0.40, 0.30, 0.40), metrics(0.40, 0.30, 0.40)),
+    )
+
+    assert decision.promote is False
+    assert decision.live["passed"] is True and decision.live["better"] is False
+
+
+def test_class_recalls_are_judged_on_the_short_list_when_both_models_report_it():
+    # A new category like an old one: the old one's top-1 recall falls, it stays in the top 5.
+    def with_top5(m: dict[str, Any], top5: dict[str, float]) -> dict[str, Any]:
+        return {k: {**v, "per_class_top5_recall": top5} for k, v in m.items()}
+
+    production = with_top5(PRODUCTION, dict.fromkeys(LABELS, 0.99))
+    split_class = {"10": 0.45, "40": 0.85, "50": 0.85, "2583": 0.85}
+    kept = with_top5(metrics(0.80, 0.62, 0.85, fusion_recall=split_class), dict.fromkeys(LABELS, 0.98))
+    lost = with_top5(metrics(0.80, 0.62, 0.85), {"10": 0.60, "40": 0.99, "50": 0.99, "2583": 0.99})
+
+    assert decide(kept, production, **LIMITS).promote is True
+    refused = decide(lost, production, **LIMITS)
+    assert refused.promote is False
+    assert [(r.kind, r.label) for r in refused.recall_drops] == [
+        ("fusion", "10"),
+        ("image", "10"),
+        ("text", "10"),
+    ]
+
+
+def test_a_kind_loss_within_sampling_noise_does_not_refuse_and_a_significant_one_does():
+    candidate = metrics(0.80, 0.56, 0.85)  # image -0.04, beyond max_kind_drop
+    # 400 image products: 50 only production gets right, 40 only the candidate: noise.
+    noise = {"image": {"n": 400, "production_only": 50, "candidate_only": 40}}
+    real = {"image": {"n": 400, "production_only": 60, "candidate_only": 20}}
+
+    kept = decide(candidate, PRODUCTION, **LIMITS, paired=noise)
+    refused = decide(candidate, PRODUCTION, **LIMITS, paired=real)
+
+    assert kept.promote is True
+    assert {k.kind: k.p_worse for k in kept.kinds}["image"] > 0.05
+    assert refused.promote is False
+    assert "image -0.0400 (McNemar p" in refused.reason
+    # Without paired counts every loss beyond tolerance counts, as before.
+    assert decide(candidate, PRODUCTION, **LIMITS).promote is False
+
+
+def test_a_refusal_despite_a_better_live_holdout_says_what_was_worse_on_the_fixed_split():
+    decision = decide(
+        metrics(0.78, 0.50, 0.82),  # image -0.10
+        PRODUCTION,
+        **LIMITS,
+        paired={"image": {"n": 400, "production_only": 60, "candidate_only": 10}},
+        live=live(metrics(0.9, 0.9, 0.9), metrics(0.1, 0.1, 0.1)),
+    )
+
+    assert decision.promote is False and decision.evidence == "held_out"
+    assert "better on" in decision.reason and "image -0.1000 (McNemar p" in decision.reason

@@ -69,7 +69,7 @@ def products(session_factory, image_store) -> int:
     return 60
 
 
-def snapshot(session_factory, data_store, image_store, start=START, end=END, fraction=0.25):
+def snapshot(session_factory, data_store, image_store, start=START, end=END, fraction=0.25, **extra):
     return take_snapshot(
         session_factory,
         data_store,
@@ -77,6 +77,7 @@ def snapshot(session_factory, data_store, image_store, start=START, end=END, fra
         start=start,
         end=end,
         eval_fraction=fraction,
+        **extra,
     )
 
 
@@ -199,3 +200,34 @@ def test_snapshots_round_trip_through_s3(session_factory, image_store, products,
     assert again == manifest
     assert len(dataset) == products
     assert json.loads(data_store.get(f"{manifest['key']}/{MANIFEST_FILE}"))["rows"] == products
+
+
+def test_sellers_confirmations_held_out_are_not_on_the_gates_yardstick(
+    session_factory, tmp_path, image_store, products
+):
+    # A seller who floods wrong labels must not move the split the gate compares models on.
+    data_store = LocalBlobStore(tmp_path / "datasets")
+    manifest = snapshot(session_factory, data_store, image_store, fraction=0.5, min_verified_eval=5)
+
+    status = {f"p{i:03d}": "verified" if i % 4 else "unverified" for i in range(60)}
+    held_out = load_snapshot(manifest["uri"], split="eval")
+    holdout = load_snapshot(manifest["uri"], split="holdout")
+    train = load_snapshot(manifest["uri"], split="train")
+    assert held_out.product_ids and holdout.product_ids
+    assert {status[p] for p in held_out.product_ids} == {"verified"}
+    assert {status[p] for p in holdout.product_ids} == {"unverified"}
+    assert all(is_evaluation(p, 0.5) for p in held_out.product_ids + holdout.product_ids)
+    assert set(train.product_ids).isdisjoint(holdout.product_ids)  # no model trains on them
+    assert manifest["eval_labels"] == "verified"
+    assert sum(manifest["splits"].values()) == products
+
+
+def test_with_too_few_verified_products_the_yardstick_takes_the_unverified_ones(
+    session_factory, tmp_path, image_store, products
+):
+    data_store = LocalBlobStore(tmp_path / "datasets")
+    manifest = snapshot(session_factory, data_store, image_store, fraction=0.5, min_verified_eval=1000)
+
+    assert manifest["eval_labels"] == "verified+unverified"
+    assert manifest["splits"]["holdout"] == 0
+    assert len(load_snapshot(manifest["uri"], split="eval")) == manifest["splits"]["eval"] > 0

@@ -16,7 +16,7 @@ from models.training.evaluate import FIGURES, KINDS, evaluate_arrays, evaluate_b
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 LABELS = [10, 40, 50]
 EVERYTHING = {"method": "lac", "alpha": 0.05, "threshold": None}
-KEYS = {"n", *FIGURES, "per_class_recall", "per_class_support"}
+KEYS = {"n", *FIGURES, "per_class_recall", "per_class_top5_recall", "per_class_support"}
 
 
 def test_perfect_predictions_score_one_everywhere() -> None:
@@ -46,9 +46,21 @@ def test_the_figures_count_what_they_say() -> None:
     assert confusion[2, 0] == 1
 
 
+def test_the_short_list_recall_counts_the_class_among_the_five_best_answers() -> None:
+    labels = [10, 40, 50, 60, 1140, 1160]
+    ranked_last = np.array([0.30, 0.25, 0.20, 0.15, 0.09, 0.01])  # class 1160 sixth
+    probs = np.array([ranked_last, ranked_last, ranked_last[::-1]])  # then 1160 first
+    y = np.array([5, 1, 5])
+    figures, _ = evaluate_arrays(probs, y, EVERYTHING, labels)
+    assert figures["per_class_recall"] == {"40": 0.0, "1160": 0.5}
+    assert figures["per_class_top5_recall"] == {"40": 1.0, "1160": 0.5}
+    assert figures["per_class_support"] == {"40": 1, "1160": 2}
+
+
 def test_a_model_with_nothing_to_score_reports_zero_and_nulls() -> None:
     figures, _ = evaluate_arrays(np.zeros((0, 3)), np.zeros(0, dtype=int), EVERYTHING, LABELS)
-    assert figures == {"n": 0, **dict.fromkeys(FIGURES), "per_class_recall": {}, "per_class_support": {}}
+    per_class = {"per_class_recall": {}, "per_class_top5_recall": {}, "per_class_support": {}}
+    assert figures == {"n": 0, **dict.fromkeys(FIGURES), **per_class}
 
 
 @pytest.mark.slow
@@ -128,3 +140,14 @@ def test_the_cli_refuses_a_folder_that_is_not_a_bundle(tmp_path: Path, eval_cata
     assert result.returncode == 2
     assert "not a complete bundle" in result.stderr
     assert result.stdout == ""
+
+
+def test_paired_counts_are_the_products_only_one_model_gets_right() -> None:
+    from models.training.evaluate import paired_counts
+
+    candidate = {"text": {"a": True, "b": True, "c": False, "d": False}, "image": {}}
+    production = {"text": {"a": True, "b": False, "c": True, "d": True, "e": True}}
+
+    assert paired_counts(candidate, production) == {
+        "text": {"n": 4, "candidate_only": 1, "production_only": 2}
+    }
