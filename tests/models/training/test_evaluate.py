@@ -91,6 +91,7 @@ def test_text_only_data_gives_zero_image_and_fusion_products_without_crashing(
         "n": 0,
         **dict.fromkeys(FIGURES),
         "per_class_recall": {},
+        "per_class_top5_recall": {},
         "per_class_support": {},
     }
     assert result["fusion"]["n"] == 0
