@@ -109,10 +109,21 @@ def _rebuild_parameter(data: Any, *_rest: Any) -> Any:
     return data
 
 
+class _Global(_Sealed):
+    """An allowed callable as the pickle sees it: a wrapper, so that BUILD cannot set
+    attributes on the real function or class (`OrderedDict.__init__` for the whole process)."""
+
+    def __init__(self, function: Any) -> None:
+        self._function = function
+
+    def __call__(self, *args: Any) -> Any:
+        return self._function(*args)
+
+
 _ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
-    ("collections", "OrderedDict"): collections.OrderedDict,
-    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
-    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+    ("collections", "OrderedDict"): _Global(collections.OrderedDict),
+    ("torch._utils", "_rebuild_tensor_v2"): _Global(_rebuild_tensor_v2),
+    ("torch._utils", "_rebuild_parameter"): _Global(_rebuild_parameter),
     **{("torch", name): _StorageType(name) for name in _STORAGE_DTYPES},
 }
 

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from numpy.lib.stride_tricks import as_strided
 
-from models.training import efficientnet_lite
+from models.training import efficientnet_lite, pth
 from models.training.efficientnet_lite import (
     FEATURES,
     IMAGENET_CLASSES,
@@ -192,6 +192,16 @@ def test_a_pickle_cannot_rewrite_a_tensor_after_it_was_checked(tmp_path) -> None
     data_pkl = _state_dict_pickle({"w": tensor + rewrite})
     with pytest.raises(PthError, match="tries to modify a Tensor"):
         load_state_dict(_write_zip(tmp_path / "rewrite.pth", data_pkl, {"0": WEIGHT.tobytes()}))
+
+
+def test_a_pickle_cannot_patch_an_allowed_function_for_the_whole_process(tmp_path) -> None:
+    # BUILD with (None, {name: value}) calls setattr on the object: here on the reader's own
+    # stand-in for _rebuild_tensor_v2 (`__defaults__` would change it for every later load)
+    target = _global("torch._utils", "_rebuild_tensor_v2")
+    patch = target + _tuple(NONE, b"}" + _str("patched") + _int(1) + b"s") + b"b"
+    with pytest.raises(PthError, match="tries to modify a Global"):
+        load_state_dict(_write_zip(tmp_path / "patch.pth", PROTO_2 + patch + STOP, {}))
+    assert not hasattr(pth._rebuild_tensor_v2, "patched")
 
 
 def test_a_tensor_that_reads_past_its_storage_is_refused(tmp_path) -> None:
