@@ -107,6 +107,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fusion-concat", action="store_true", help="also measure the concatenation fusion")
     parser.add_argument("--keep", type=Path, help="write the bundle here instead of a temporary folder")
     parser.add_argument(
+        "--image-arch", help="the image model (default: the shipped one, EfficientNet-Lite0 pretrained)"
+    )
+    parser.add_argument(
+        "--feature-cache",
+        type=Path,
+        default=Path("var/feature-cache"),
+        help="the pretrained backbone's features between runs (default var/feature-cache; none: off)",
+    )
+    parser.add_argument(
         "--ablation", action="store_true", help="also the text model with n-grams only (no word vectors)"
     )
     parser.add_argument(
@@ -130,7 +139,14 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="accuracy-bench-"))
     bundle_dir = args.keep or workdir / "bundle"
     started = time.perf_counter()
-    bundle = train([load_challenge_folder(args.data)], bundle_dir, seed=args.seed)
+    cache = None if str(args.feature_cache) == "none" else args.feature_cache
+    bundle = train(
+        [load_challenge_folder(args.data)],
+        bundle_dir,
+        seed=args.seed,
+        image_arch=args.image_arch,
+        feature_cache=cache,
+    )
     train_seconds = time.perf_counter() - started
     metrics = json.loads((bundle / "metrics.json").read_text(encoding="utf-8"))
     metadata = json.loads((bundle / "metadata.json").read_text(encoding="utf-8"))

@@ -76,6 +76,9 @@ class Settings(BaseSettings):
     # standard AWS_ENDPOINT_URL, so MinIO or a local S3 server work unchanged).
     MODEL_STORE_URI: str = str(VAR_DIR / "model-store")
     MODEL_CACHE_DIR: Path = VAR_DIR / "model-cache"
+    # A pretrained backbone's features, kept between trainings (models/training/features.py):
+    # the weekly retraining computes them only for the products that are new.
+    FEATURE_CACHE_DIR: Path = VAR_DIR / "feature-cache"
     MODEL_POLL_SECONDS: float = Field(default=30.0, ge=0)
     # When the production version cannot be loaded at startup, how many earlier versions
     # (pointer history, then cache) the API tries before starting without a model; 0: none.

@@ -117,6 +117,7 @@ def train_to_store(
     epochs: int | None = None,
     quick: bool = False,
     seed: int = 0,
+    feature_cache: Path | None = None,
 ) -> dict[str, Any]:
     """Train on the snapshot's train split and publish the candidate: the training step."""
     from models.training.train import train
@@ -127,7 +128,14 @@ def train_to_store(
         "training on %d products of %s (quick=%s, epochs=%s)", len(dataset), snapshot_uri, quick, epochs
     )
     with tempfile.TemporaryDirectory(prefix="candidate-") as tmp:
-        bundle = train([dataset], Path(tmp) / "bundle", epochs=epochs, seed=seed, quick=quick)
+        bundle = train(
+            [dataset],
+            Path(tmp) / "bundle",
+            epochs=epochs,
+            seed=seed,
+            quick=quick,
+            feature_cache=feature_cache,
+        )
         return publish_candidate(Path(bundle), model_store_uri, run)
 
 
@@ -195,6 +203,7 @@ def train_step(settings: Settings, snapshot: dict[str, Any], *, docker_client: A
             run,
             epochs=settings.TRAIN_EPOCHS,
             quick=settings.TRAIN_QUICK,
+            feature_cache=settings.FEATURE_CACHE_DIR,
         )
     return record
 
@@ -560,6 +569,12 @@ def main(argv: list[str] | None = None) -> int:
     train_cmd.add_argument("--epochs", type=int, default=None)
     train_cmd.add_argument("--quick", action="store_true")
     train_cmd.add_argument("--seed", type=int, default=0)
+    train_cmd.add_argument(
+        "--feature-cache",
+        type=Path,
+        default=os.environ.get("FEATURE_CACHE_DIR") or None,
+        help="keep the pretrained backbone's features here (default: $FEATURE_CACHE_DIR; a volume in a container)",
+    )
     pod_cmd = sub.add_parser(
         "train-step",
         help="the DAG's train step for a snapshot (TRAIN_MODE=kubernetes: the training pod's command)",
@@ -569,7 +584,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if args.command == "train":
         record = train_to_store(
-            args.snapshot, args.model_store, args.out, epochs=args.epochs, quick=args.quick, seed=args.seed
+            args.snapshot,
+            args.model_store,
+            args.out,
+            epochs=args.epochs,
+            quick=args.quick,
+            seed=args.seed,
+            feature_cache=args.feature_cache,
         )
         sys.stdout.write(json.dumps(record) + "\n")
         return 0

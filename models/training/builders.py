@@ -539,6 +539,26 @@ def image_training_model(model: keras.Model, member: int = 0) -> keras.Model:
     return keras.Model(inp, out, name="image_cnn_training")
 
 
+def build_image_head(n_classes: int, *, features: int, dropout: float) -> keras.Model:
+    """The trained part of a pretrained image model: pooled backbone features -> probabilities."""
+    inp = keras.Input(shape=(features,), name="backbone_features")
+    x = layers.Dropout(dropout, name="head_dropout")(inp)
+    out = layers.Dense(n_classes, activation="softmax", name="head_probabilities")(x)
+    return keras.Model(inp, out, name="image_head")
+
+
+def build_image_pretrained(backbone: keras.Model, head: keras.Model, *, size: int) -> keras.Model:
+    """The image model on a pretrained backbone: image (uint8, any size) -> probabilities.
+
+    `backbone` (EfficientNet-Lite, `models.training.efficientnet_lite`) takes float RGB in 0..255
+    and normalises it itself; `head` is `build_image_head`, trained on the backbone's features.
+    """
+    inp = image_input()
+    pixels = ResizeImages(size, name="resize")(layers.Rescaling(1.0, name="to_float")(inp))  # 0..255
+    out = head(backbone(pixels))
+    return keras.Model(inp, layers.Identity(name="probabilities")(out), name="image_pretrained")
+
+
 # ------------------------------------------------------------------------------- fusion
 
 

@@ -113,6 +113,11 @@ class Predictor:
             self._text, rows, lambda r: predict_probs(self.text_model, strings(self.p.texts[r]), len(r))
         )
 
+    def preset_image(self, rows: np.ndarray, probs: np.ndarray) -> None:
+        """Image probabilities already computed (a pretrained model's head on cached features)."""
+        for r, row_probs in zip(rows, probs, strict=True):
+            self._image[int(r)] = row_probs
+
     def image(self, rows: np.ndarray) -> np.ndarray:
         return self._cached(
             self._image, rows, lambda r: predict_probs(self.image_model, self.p.images[r], len(r))

@@ -12,6 +12,12 @@ from models.preprocessing import IMAGE_SIZE
 LABELS: list[int] = sorted(CATEGORIES)
 TEXT_ARCHS = ("tfidf", "lstm")
 FUSION_ARCHS = ("late", "concat")
+# "cnn": trained from scratch (the quick bundle's); "lite0".."lite2": EfficientNet-Lite with its
+# ImageNet weights, frozen, and a trained head (models/training/efficientnet_lite.py).
+IMAGE_ARCHS = ("cnn", "lite0", "lite1", "lite2")
+# Above the 224 px Lite0 was trained at: 280 px measured 2 points better on the real photos
+# (docs/models.md, the backbone's table), at 4 ms an image in ONNX Runtime.
+PRETRAINED_IMAGE_SIZE = 280
 
 
 @dataclass
@@ -20,7 +26,8 @@ class Hyperparameters:
 
     text_arch: str = "tfidf"
     fusion_arch: str = "late"
-    image_size: int = IMAGE_SIZE
+    image_arch: str = "lite0"
+    image_size: int = PRETRAINED_IMAGE_SIZE
     batch_size: int = 32
     label_smoothing: float = 0.1
     # text
@@ -64,6 +71,7 @@ class Hyperparameters:
     def quick(cls) -> Hyperparameters:
         """Small models and few epochs: demos and tests (about a minute on 1,500 products)."""
         return cls(
+            image_arch="cnn",
             image_size=48,
             text_epochs=15,
             text_patience=4,
@@ -90,6 +98,8 @@ class Hyperparameters:
             raise ValueError(f"text_arch must be one of {TEXT_ARCHS}, got {self.text_arch!r}")
         if self.fusion_arch not in FUSION_ARCHS:
             raise ValueError(f"fusion_arch must be one of {FUSION_ARCHS}, got {self.fusion_arch!r}")
+        if self.image_arch not in IMAGE_ARCHS:
+            raise ValueError(f"image_arch must be one of {IMAGE_ARCHS}, got {self.image_arch!r}")
         return self
 
 
@@ -101,6 +111,7 @@ def resolve_hyperparameters(
     text_arch: str | None = None,
     fusion_arch: str | None = None,
     image_size: int | None = None,
+    image_arch: str | None = None,
 ) -> Hyperparameters:
     """`hyperparameters` (default: the shipped ones, or `Hyperparameters.quick()`), with the
     shorthands that were given applied on top; a shorthand left at None changes nothing.
@@ -114,6 +125,10 @@ def resolve_hyperparameters(
         changes["text_arch"] = text_arch
     if fusion_arch is not None:
         changes["fusion_arch"] = fusion_arch
+    if image_arch is not None:
+        changes["image_arch"] = image_arch
+        if image_size is None:  # each family at the size it is built for
+            changes["image_size"] = IMAGE_SIZE if image_arch == "cnn" else PRETRAINED_IMAGE_SIZE
     if image_size is not None:
         changes["image_size"] = image_size
     if epochs is not None:

@@ -43,6 +43,7 @@ from models.data import Dataset, load_challenge_folder
 from models.training.fit import Predictor, accuracy, epoch_logger, fit, one_hot, predict_probs, strings
 from models.training.hyperparameters import (
     FUSION_ARCHS,
+    IMAGE_ARCHS,
     LABELS,
     TEXT_ARCHS,
     Hyperparameters,
@@ -124,7 +125,73 @@ def train_text_model(p: PreparedData, hp: Hyperparameters) -> tuple[Any, History
     return keras.Model(model.input, model.output, name=model.name), history
 
 
-def train_image_model(p: PreparedData, hp: Hyperparameters, seed: int = 0) -> tuple[Any, History]:
+def train_image_model(
+    p: PreparedData, hp: Hyperparameters, seed: int = 0, *, feature_cache: Path | None = None
+) -> tuple[Any, History, np.ndarray | None]:
+    """The image model of `hp.image_arch`: (model, history, probabilities of every product row
+    with an image when they were computed on the way, else None)."""
+    if hp.image_arch == "cnn":
+        model, history = train_image_cnn(p, hp, seed)
+        return model, history, None
+    return train_image_pretrained(p, hp, seed, feature_cache=feature_cache)
+
+
+def train_image_pretrained(
+    p: PreparedData, hp: Hyperparameters, seed: int, *, feature_cache: Path | None
+) -> tuple[Any, History, np.ndarray]:
+    """EfficientNet-Lite with its ImageNet weights, frozen, and a head fitted on its features.
+
+    The backbone's features of every image are computed once (`models.training.features`,
+    cached by content when `feature_cache` is set); the head trains on those of the train
+    split, early-stopped on validation, in seconds. The model saved and exported is the
+    backbone and the head in one graph, from the image's pixels.
+    """
+    import keras
+
+    from models.training import builders
+    from models.training.efficientnet_lite import FEATURES, load_efficientnet_lite
+    from models.training.features import cached_features
+
+    rows, val = p.rows("train", p.has_image), p.rows("validation", p.has_image)
+    if not len(rows):
+        raise ValueError("no training product has an image: cannot train the image model")
+    backbone = load_efficientnet_lite(hp.image_arch, input_shape=(hp.image_size, hp.image_size, 3))
+    with_image = np.flatnonzero(p.has_image)
+    logger.info(
+        "image model: EfficientNet-%s at %d px, frozen; %d training images, %d validation",
+        hp.image_arch,
+        hp.image_size,
+        len(rows),
+        len(val),
+    )
+    features = np.zeros((len(p.y), FEATURES), dtype=np.float32)
+    features[with_image] = cached_features(
+        lambda batch: backbone.predict(batch.astype(np.float32), batch_size=len(batch), verbose=0),
+        p.images[with_image],
+        key=f"efficientnet-{hp.image_arch}-{hp.image_size}px-v1",
+        cache_dir=feature_cache,
+        progress="image backbone features",
+    )
+    keras.utils.set_random_seed(seed + 1000)
+    head = builders.build_image_head(len(LABELS), features=FEATURES, dropout=hp.image_dropout)
+    history = fit(
+        head,
+        features[rows],
+        p.y[rows],
+        (features[val], p.y[val]),
+        name="image head",
+        epochs=hp.image_epochs,
+        patience=hp.image_patience,
+        learning_rate=hp.image_learning_rate,
+        weight_decay=hp.image_weight_decay,
+        hp=hp,
+    )
+    probs = np.zeros((len(p.y), len(LABELS)), dtype=np.float32)
+    probs[with_image] = predict_probs(head, features[with_image], len(with_image))
+    return builders.build_image_pretrained(backbone, head, size=hp.image_size), history, probs
+
+
+def train_image_cnn(p: PreparedData, hp: Hyperparameters, seed: int = 0) -> tuple[Any, History]:
     """Build the image CNN and fit each of its members on the train split, early-stopped on
     validation. The members are seeded from `seed` alone (not from what ran before), so the
     image model does not change when the text model does."""
@@ -264,11 +331,15 @@ class TrainedModels:
         return {"text": self.text, "image": self.image, "fusion": self.fusion}
 
 
-def train_models(p: PreparedData, hp: Hyperparameters, seed: int) -> TrainedModels:
+def train_models(
+    p: PreparedData, hp: Hyperparameters, seed: int, *, feature_cache: Path | None = None
+) -> TrainedModels:
     """Fit the text model, then the image model, then the fusion model on their outputs."""
     text_model, text_history = train_text_model(p, hp)
-    image_model, image_history = train_image_model(p, hp, seed)
+    image_model, image_history, image_probs = train_image_model(p, hp, seed, feature_cache=feature_cache)
     predictor = Predictor(p, text_model, image_model)
+    if image_probs is not None:  # the head's answers on the cached features: the same model
+        predictor.preset_image(np.flatnonzero(p.has_image), image_probs[p.has_image])
     fusion, fusion_history = train_fusion_model(p, hp, predictor, seed)
     histories = {"text": text_history, "image": image_history, "fusion": fusion_history}
     return TrainedModels(text_model, image_model, fusion, histories, predictor)
@@ -421,6 +492,8 @@ def train(
     text_arch: str | None = None,
     fusion_arch: str | None = None,
     image_size: int | None = None,
+    image_arch: str | None = None,
+    feature_cache: Path | None = None,
     export: bool = True,
 ) -> Path:
     """Train all three models on `datasets` and write a complete bundle to `out_dir`.
@@ -438,6 +511,10 @@ def train(
         fusion_arch: Shorthand: "late" (shipped: learned weights on the two log-probabilities)
             or "concat" (the original design: features concatenated under a new head).
         image_size: Shorthand: side of the images the image model sees.
+        image_arch: Shorthand: "cnn" (trained from scratch: the quick bundle's) or "lite0",
+            "lite1", "lite2" (EfficientNet-Lite with ImageNet weights, frozen: the shipped one).
+        feature_cache: Where a pretrained backbone's features are kept between trainings
+            (`models.training.features`); None computes them every time.
         export: Also write the ONNX serving exports (`serving/`), checked against Keras (the
             LSTM reference too: its integer-sequence vectoriser has a NumPy replica).
 
@@ -457,13 +534,14 @@ def train(
         text_arch=text_arch,
         fusion_arch=fusion_arch,
         image_size=image_size,
+        image_arch=image_arch,
     )
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise FileExistsError(f"{out_dir} exists and is not an empty directory")
     keras.utils.set_random_seed(seed)
     p = prepare_data(datasets, seed=seed, image_size=hp.image_size)
-    models = train_models(p, hp, seed)
+    models = train_models(p, hp, seed, feature_cache=feature_cache)
     calibration = calibrate_models(p, hp, models, seed)
     evaluation = evaluate_models(p, models, calibration)
     metadata = bundle_metadata(p, hp, models, evaluation, seed=seed, quick=quick, export=export)
@@ -548,7 +626,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small models, few epochs (about a minute)")
     parser.add_argument("--text-arch", choices=TEXT_ARCHS, default="tfidf")
     parser.add_argument("--fusion-arch", choices=FUSION_ARCHS, default="late")
-    parser.add_argument("--image-size", type=int, help="side of the images the CNN sees (default 64)")
+    parser.add_argument(
+        "--image-arch",
+        choices=IMAGE_ARCHS,
+        help="cnn (from scratch; --quick's) or lite0/lite1/lite2 (EfficientNet-Lite, ImageNet weights; default lite0)",
+    )
+    parser.add_argument(
+        "--image-size", type=int, help="side of the images the image model sees (224 pretrained, 64 cnn)"
+    )
+    parser.add_argument(
+        "--feature-cache",
+        type=Path,
+        default=os.environ.get("FEATURE_CACHE_DIR") or None,
+        help="keep the pretrained backbone's features here between runs (default: $FEATURE_CACHE_DIR)",
+    )
     parser.add_argument(
         "--image-members", type=int, help="CNNs in the image ensemble (default 2, 1 with --quick)"
     )
@@ -579,7 +670,9 @@ def main(argv: list[str] | None = None) -> int:
                 text_arch=args.text_arch,
                 fusion_arch=args.fusion_arch,
                 image_size=args.image_size,
+                image_arch=args.image_arch,
             ),
+            feature_cache=args.feature_cache,
         )
     except (FileNotFoundError, FileExistsError, ValueError, WordVectorsUnavailable) as exc:
         logger.error("%s", exc)

@@ -22,3 +22,11 @@ def eval_catalogue(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def eval_dataset(eval_catalogue: Path) -> Dataset:
     return load_challenge_folder(eval_catalogue)
+
+
+@pytest.fixture(scope="session")
+def sentence_encoder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The multilingual USE v3 exported once per session from its package (a training dependency)."""
+    from models.training.sentence_encoder import export_sentence_encoder
+
+    return export_sentence_encoder(tmp_path_factory.mktemp("sentence-encoder") / "encoder")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 
 from db.categories import CATEGORIES
 from models.bundle import REQUIRED_FILES, VERSION_PATTERN, validate_bundle
+from models.data import load_challenge_folder
 from models.training.fit import balanced_class_weights
 from models.training.splits import SPLITS, pseudo_pairs, split_of
 from models.training.train import main, train
@@ -137,3 +139,26 @@ def test_the_report_shows_the_figures_and_the_plots(quick_bundle: Path) -> None:
     assert version in report
     assert "confusion_matrix.png" in report and "training_curves.png" in report
     assert (quick_bundle / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow
+def test_the_pretrained_image_model_is_the_backbone_and_the_head_that_trained_on_its_features(
+    tmp_path: Path, quick_catalogue: Path
+) -> None:
+    from models.training.fit import predict_probs
+    from models.training.hyperparameters import Hyperparameters
+    from models.training.prepare import prepare_data
+    from models.training.train import train_image_model
+
+    hp = replace(Hyperparameters.quick(), image_arch="lite0", image_size=64, image_epochs=3)
+    dataset = load_challenge_folder(quick_catalogue)
+    p = prepare_data([dataset.subset(list(range(150)))], seed=0, image_size=hp.image_size)
+
+    model, history, probs = train_image_model(p, hp, seed=0, feature_cache=tmp_path / "cache")
+
+    assert history["accuracy"]
+    rows = np.flatnonzero(p.has_image)[:12]
+    # What training used (the head on cached features) is what the saved graph computes.
+    np.testing.assert_allclose(predict_probs(model, p.images[rows], len(rows)), probs[rows], atol=1e-4)
+    assert len(list((tmp_path / "cache").rglob("*.npy"))) == int(p.has_image.sum())
+    assert not model.get_layer("efficientnet_lite0").trainable
