@@ -190,6 +190,9 @@ class Settings(BaseSettings):
     API_TIMEOUT_SECONDS: float = Field(default=30.0, gt=0)
     # TRAIN_MODE=docker: the Docker network the training container joins (to reach S3/MinIO).
     TRAIN_DOCKER_NETWORK: str | None = None
+    # TRAIN_MODE=docker: the named volume that keeps the backbone's features between training
+    # containers (mounted at /app/var/feature-cache); empty: none, every run computes them.
+    TRAIN_FEATURE_CACHE_VOLUME: str = "rakuten-feature-cache"
 
     # Monitoring DAG: a report is flagged when a figure crosses one of these thresholds.
     MONITOR_TOP_K: int = Field(default=5, ge=1)

@@ -235,6 +235,9 @@ def container_environment() -> dict[str, str]:
     return env
 
 
+CONTAINER_FEATURE_CACHE = "/app/var/feature-cache"
+
+
 def train_in_container(settings: Settings, snapshot_uri: str, run: str, *, client: Any = None) -> None:
     """Run the training image (TRAIN_IMAGE) through the Docker API, streaming its log."""
     if client is None:
@@ -242,12 +245,17 @@ def train_in_container(settings: Settings, snapshot_uri: str, run: str, *, clien
 
         client = docker.from_env()
     command = container_command(settings, snapshot_uri, run)
+    environment, volumes = container_environment(), {}
+    if settings.TRAIN_FEATURE_CACHE_VOLUME:
+        volumes[settings.TRAIN_FEATURE_CACHE_VOLUME] = {"bind": CONTAINER_FEATURE_CACHE, "mode": "rw"}
+        environment["FEATURE_CACHE_DIR"] = CONTAINER_FEATURE_CACHE
     logger.info("starting %s: python %s", settings.TRAIN_IMAGE, " ".join(command))
     container = client.containers.run(
         settings.TRAIN_IMAGE,
         command=command,
         entrypoint=["python"],
-        environment=container_environment(),
+        environment=environment,
+        volumes=volumes,
         network=settings.TRAIN_DOCKER_NETWORK,
         detach=True,
     )

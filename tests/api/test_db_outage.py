@@ -32,7 +32,7 @@ def server_binaries():
 def test_no_answered_request_is_lost_through_an_outage_and_a_shutdown(
     server_binaries, quick_bundle, tmp_path
 ):
-    figures = run(quick_bundle, outage=10.0, work_dir=tmp_path)
+    figures = run(quick_bundle, outage=5.0, work_dir=tmp_path)  # long enough to fill the small queue
     print(json.dumps(figures, indent=2))
     assert figures["requests_answered"] > 100
     assert figures["rows_lost"] == 0, figures

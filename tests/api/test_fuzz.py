@@ -28,7 +28,7 @@ from tests.api.serving import publish
 pytestmark = pytest.mark.slow
 logger = logging.getLogger(__name__)
 
-EXAMPLES = 40
+EXAMPLES = 32
 SEED = 20_11
 
 

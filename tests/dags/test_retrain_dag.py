@@ -65,7 +65,7 @@ def pipeline(tmp_path_factory) -> Iterator[SimpleNamespace]:
             "DATA_STORE_URI": f"s3://{bucket}/datasets",
             "TRAIN_MODE": "inprocess",
             "TRAIN_QUICK": "true",
-            "TRAIN_EPOCHS": "5",  # a real model, not a good one: the gate's comparison is tested
+            "TRAIN_EPOCHS": "3",  # a real model, not a good one: the gate's comparison is tested
             "MIN_TRAINING_ROWS": "300",
             "EVAL_FRACTION": "0.25",
             # Nobody listens there: the reload step must warn and succeed.

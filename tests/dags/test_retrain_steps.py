@@ -181,6 +181,9 @@ def test_docker_training_runs_the_training_image_on_the_snapshot(tmp_path, monke
         "--model-store", settings.MODEL_STORE_URI, "--out", run_folder, "--quick", "--epochs", "3",
     ]  # fmt: skip
     assert run["network"] == "rakuten"
+    # The backbone's features outlive the container: a named volume, read through FEATURE_CACHE_DIR.
+    assert run["volumes"] == {"rakuten-feature-cache": {"bind": "/app/var/feature-cache", "mode": "rw"}}
+    assert run["environment"]["FEATURE_CACHE_DIR"] == "/app/var/feature-cache"
     assert run["environment"]["AWS_ACCESS_KEY_ID"] == "key-id"
     assert run["environment"]["AWS_ENDPOINT_URL"] == "http://minio:9000"
     assert "SECRET_KEY" not in run["environment"]
