@@ -373,24 +373,31 @@ class Traffic:
             return None
         return {"image": ("p.jpg", item.image.read_bytes(), "image/jpeg")}
 
+    def _post(
+        self, path: str, token: str, data: dict[str, str], files: Any, *, ok: tuple[int, ...]
+    ) -> httpx.Response | None:
+        """One seller's request, counted; a transport error or an unexpected status is a failure."""
+        with self.lock:
+            self.requests += 1
+        try:
+            response = self.client.post(
+                path, headers={"Authorization": f"Bearer {token}"}, data=data, files=files
+            )
+        except httpx.HTTPError as exc:
+            self.failed(f"{path}: {type(exc).__name__}: {exc}")
+            return None
+        if response.status_code not in ok:
+            self.failed(f"{path} {response.status_code}: {response.text}")
+            return None
+        return response
+
     def predict(self, token: str, item: Listing) -> dict[str, Any] | None:
         data = {"designation": item.designation, "description": item.description, "top_k": "27"}
         files = self._photo(item)
         if not (item.designation or item.description) and files is None:
             return None
-        with self.lock:
-            self.requests += 1
-        try:
-            response = self.client.post(
-                "/predict", headers={"Authorization": f"Bearer {token}"}, data=data, files=files
-            )
-        except httpx.HTTPError as exc:
-            self.failed(f"/predict: {type(exc).__name__}: {exc}")
-            return None
-        if response.status_code != 200:
-            self.failed(f"/predict {response.status_code}: {response.text}")
-            return None
-        return response.json()
+        response = self._post("/predict", token, data, files, ok=(200,))
+        return None if response is None else response.json()
 
     def confirm(self, token: str, item: Listing, answer: dict[str, Any], label: int) -> bool:
         # The listing as the seller saved it: its text, its photo and the category chosen.
@@ -400,20 +407,7 @@ class Traffic:
             "prdtypecode": str(label),
             "request_id": answer["request_id"],
         }
-        files = self._photo(item)
-        with self.lock:
-            self.requests += 1
-        try:
-            response = self.client.post(
-                "/products", headers={"Authorization": f"Bearer {token}"}, data=data, files=files
-            )
-        except httpx.HTTPError as exc:
-            self.failed(f"/products: {type(exc).__name__}: {exc}")
-            return False
-        if response.status_code not in (200, 201):
-            self.failed(f"/products {response.status_code}: {response.text}")
-            return False
-        return True
+        return self._post("/products", token, data, self._photo(item), ok=(200, 201)) is not None
 
 
 def honest_label(
