@@ -927,12 +927,23 @@ def _gate_summary(record: dict[str, Any] | None) -> dict[str, Any] | None:
     )
     summary = {k: record.get(k) for k in keep if k in record}
     summary["kinds"] = [
-        {k: kind.get(k) for k in ("kind", "n", "delta", "p_worse")} for kind in record.get("kinds") or []
+        {k: kind.get(k) for k in ("kind", "n", "delta", "p_worse", "p_adjusted")}
+        for kind in record.get("kinds") or []
     ]
     live = record.get("live") or {}
     summary["live_holdout"] = {
         k: live.get(k) for k in ("rows", "judged", "candidate_score", "production_score")
     }
+    closed = record.get("closed")
+    if closed:  # the fixed split's own categories, judged when the live holdout was better
+        summary["closed_view"] = {
+            "classes": len(closed.get("classes") or []),
+            "passed": closed.get("passed"),
+            "kinds": [
+                {k: kind.get(k) for k in ("kind", "delta", "p_worse", "p_adjusted")}
+                for kind in closed.get("kinds") or []
+            ],
+        }
     return summary
 
 

@@ -294,13 +294,20 @@ def evaluate_step(settings: Settings, snapshot: dict[str, Any], candidate: dict[
         bundle = model_store.download(candidate["version"], Path(tmp) / "candidate")
         candidate_outcomes: dict[str, dict[str, bool]] = {}
         production_outcomes: dict[str, dict[str, bool]] = {}
-        candidate_metrics = evaluate_bundle(bundle, dataset, outcomes=candidate_outcomes)
+        # The same answers restricted to the categories the fixed split holds (the closed view).
+        candidate_closed: dict[str, Any] = {}
+        production_closed: dict[str, Any] = {"metrics": None, "outcomes": {}}
+        candidate_metrics = evaluate_bundle(
+            bundle, dataset, outcomes=candidate_outcomes, closed=candidate_closed
+        )
         if len(live_set):
             live["candidate"] = evaluate_bundle(bundle, live_set)
         production_metrics = None
         if production_version is not None:
             production_dir = model_store.download(production_version, Path(tmp) / "production")
-            production_metrics = evaluate_bundle(production_dir, dataset, outcomes=production_outcomes)
+            production_metrics = evaluate_bundle(
+                production_dir, dataset, outcomes=production_outcomes, closed=production_closed
+            )
             if len(live_set):
                 live["production"] = evaluate_bundle(production_dir, live_set)
     evaluation = {
@@ -313,6 +320,12 @@ def evaluate_step(settings: Settings, snapshot: dict[str, Any], candidate: dict[
         "live_holdout": live,
         # Per kind, how many held-out products only one of the two models gets right.
         "paired": paired_counts(candidate_outcomes, production_outcomes),
+        "closed": {
+            "classes": candidate_closed["classes"],
+            "candidate": candidate_closed["metrics"],
+            "production": production_closed["metrics"],
+            "paired": paired_counts(candidate_closed["outcomes"], production_closed["outcomes"]),
+        },
     }
     run = run_uri(settings, snapshot)
     open_blob_store(run).put(
@@ -393,6 +406,8 @@ def gate_step(settings: Settings, evaluation: dict[str, Any]) -> dict[str, Any]:
         min_live_rows=settings.GATE_MIN_LIVE_ROWS,
         max_live_drop=settings.GATE_MAX_LIVE_DROP,
         shadow=shadow_figures(settings, evaluation["candidate_version"]),
+        closed=full.get("closed"),
+        max_new_class_cost=settings.GATE_MAX_NEW_CLASS_COST,
     )
     record = {
         **decision.as_dict(),

@@ -11,6 +11,13 @@ uses, so the figures are those of what is served. Every entry has the same keys:
      class's products with it among the five best answers}, per_class_support: {prdtypecode: products}}
 
 A model with no product to score reports n = 0 and nulls (and an empty per_class_recall).
+
+**The closed view** (`evaluate_bundle(..., closed={})`): the same figures with every answer
+restricted to the categories the dataset holds (probabilities renormalised over them). On a
+yardstick made of the catalogue as it was, a model that has learned a category the yardstick
+does not hold pays for every product it sends there, while a model that never heard of that
+category cannot; the closed view compares the two on what the yardstick can judge: how well
+they tell its own categories apart. The promotion gate reads both (`pipelines.gate`).
 """
 
 from __future__ import annotations
@@ -104,8 +111,26 @@ def evaluate_arrays(
     }, confusion
 
 
+def closed_probabilities(probs: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """`probs` restricted to the classes where `keep` is true, renormalised (the closed view)."""
+    restricted = np.where(keep[None, :], np.asarray(probs, dtype=np.float64), 0.0)
+    mass = restricted.sum(axis=1, keepdims=True)
+    # A model that put all its mass elsewhere knows nothing of these classes: uniform over them.
+    uniform = keep / max(int(keep.sum()), 1)
+    return np.where(mass > 0, restricted / np.where(mass > 0, mass, 1.0), uniform[None, :])
+
+
+def _top1_outcomes(probs: np.ndarray, y: np.ndarray, rows: list[int], dataset: Dataset) -> dict[str, bool]:
+    right = np.argmax(probs, axis=1) == y if rows else np.zeros(0, dtype=bool)
+    return {dataset.product_ids[i]: bool(ok) for i, ok in zip(rows, right, strict=True)}
+
+
 def evaluate_bundle(
-    bundle_dir: Path, dataset: Dataset, *, outcomes: dict[str, dict[str, bool]] | None = None
+    bundle_dir: Path,
+    dataset: Dataset,
+    *,
+    outcomes: dict[str, dict[str, bool]] | None = None,
+    closed: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Score the bundle's three models on `dataset` through the serving runtime.
 
@@ -114,6 +139,9 @@ def evaluate_bundle(
         dataset: Labelled products (products whose label the bundle does not know are skipped).
         outcomes: When given, filled with `{kind: {product_id: top-1 right}}`: what a paired
             comparison of two models on the same products needs (`paired_counts`).
+        closed: When given, filled with the closed view (module docstring): `{"classes": the
+            prdtypecodes the dataset holds, "metrics": {kind: figures}, "outcomes": {kind:
+            {product_id: top-1 right}}}`, from the same predictions.
 
     Returns:
         {"text" | "image" | "fusion": {n, accuracy, weighted_f1, macro_f1, top3, top5,
@@ -145,6 +173,9 @@ def evaluate_bundle(
     has_image = np.zeros(len(dataset), dtype=bool)
     has_image[list(images)] = True
     masks = {"text": has_text, "image": has_image, "fusion": has_text & has_image}
+    held = np.isin(labels, dataset.labels[known])
+    if closed is not None:
+        closed.update(classes=[labels[c] for c in np.flatnonzero(held)], metrics={}, outcomes={})
     result: dict[str, Any] = {}
     for kind in KINDS:
         rows = [int(i) for i in np.flatnonzero(masks[kind])]
@@ -159,8 +190,11 @@ def evaluate_bundle(
         y = np.searchsorted(labels, dataset.labels[rows]) if rows else np.zeros(0, dtype=np.int64)
         result[kind], _ = evaluate_arrays(probs, y, runtime.calibration[kind], labels)
         if outcomes is not None:
-            right = np.argmax(probs, axis=1) == y if rows else np.zeros(0, dtype=bool)
-            outcomes[kind] = {dataset.product_ids[i]: bool(ok) for i, ok in zip(rows, right, strict=True)}
+            outcomes[kind] = _top1_outcomes(probs, y, rows, dataset)
+        if closed is not None:
+            restricted = closed_probabilities(probs, held)
+            closed["metrics"][kind], _ = evaluate_arrays(restricted, y, runtime.calibration[kind], labels)
+            closed["outcomes"][kind] = _top1_outcomes(restricted, y, rows, dataset)
     return result
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from pipelines.gate import decide
+from pipelines.gate import decide, holm
 
 LABELS = ["10", "40", "50", "2583"]
 LIMITS = {"min_improvement": 0.0, "max_recall_drop": 0.10}
@@ -400,3 +400,100 @@ def test_a_refusal_despite_a_better_live_holdout_says_what_was_worse_on_the_fixe
 
     assert decision.promote is False and decision.evidence == "held_out"
     assert "better on" in decision.reason and "image -0.1000 (McNemar p" in decision.reason
+
+
+def closed_view(candidate: dict[str, Any], production: dict[str, Any], **paired: Any) -> dict[str, Any]:
+    """The fixed split's closed view (answers restricted to its categories)."""
+    return {"classes": [10, 40, 50, 2583], "candidate": candidate, "production": production, "paired": paired}
+
+
+# Fusion -0.021 on the verified held-out products, McNemar p 0.021: the repair that a run of the
+# scenario refused, while it was +0.29 on the live holdout. Its losses went to a category the
+# split does not hold (learnt from the shift): in the closed view it is not worse.
+REPAIR = metrics(0.78, 0.60, 0.799)
+REPAIR_PAIRED = {"fusion": {"n": 1000, "production_only": 40, "candidate_only": 21}}
+LIVE_GAIN = live(metrics(0.70, 0.50, 0.70), metrics(0.41, 0.30, 0.41))
+
+
+def test_the_price_of_a_category_the_fixed_split_does_not_hold_is_judged_in_its_closed_view():
+    refused = decide(REPAIR, PRODUCTION, **LIMITS, paired=REPAIR_PAIRED, live=LIVE_GAIN)
+    promoted = decide(
+        REPAIR,
+        PRODUCTION,
+        **LIMITS,
+        paired=REPAIR_PAIRED,
+        live=LIVE_GAIN,
+        closed=closed_view(
+            metrics(0.785, 0.60, 0.825),
+            PRODUCTION,
+            fusion={"n": 1000, "production_only": 12, "candidate_only": 15},
+        ),
+    )
+
+    assert refused.promote is False and "fusion -0.0210 (McNemar p" in refused.reason
+    assert promoted.promote is True, promoted.reason
+    assert promoted.evidence == "live_holdout+held_out"
+    assert "among the 4 categories the fixed split holds" in promoted.reason
+    assert promoted.closed["passed"] is True and promoted.closed["classes"] == [10, 40, 50, 2583]
+    # What is recorded as the fixed split's figures stays the split as it is.
+    assert {k.kind: round(k.delta, 4) for k in promoted.kinds}["fusion"] == -0.021
+    json.dumps(promoted.as_dict())
+
+
+def test_a_loss_among_the_fixed_splits_own_categories_refuses_whatever_the_live_gain():
+    # A flood relabelling one of the split's categories as another: no cheaper in the closed view.
+    decision = decide(
+        REPAIR,
+        PRODUCTION,
+        **LIMITS,
+        paired=REPAIR_PAIRED,
+        live=LIVE_GAIN,
+        closed=closed_view(REPAIR, PRODUCTION, fusion=REPAIR_PAIRED["fusion"]),
+    )
+
+    assert decision.promote is False and decision.evidence == "held_out"
+    assert "among the 4 categories the fixed split holds" in decision.reason
+    assert decision.closed["passed"] is False
+
+
+def test_new_categories_may_cost_the_fixed_split_only_so_much():
+    # A flood onto a category the split does not hold: fine in the closed view, but it takes
+    # every product of the flooded categories on the split as it is.
+    decision = decide(
+        metrics(0.70, 0.60, 0.74),
+        PRODUCTION,
+        **LIMITS,
+        live=LIVE_GAIN,
+        closed=closed_view(PRODUCTION, PRODUCTION),
+        max_new_class_cost=0.05,
+    )
+
+    assert decision.promote is False
+    assert "more than the 0.05 weighted F1" in decision.reason and "text -0.0800" in decision.reason
+
+
+def test_holm_adjusts_the_p_values_of_the_kinds_tested_together():
+    adjusted = holm({"text": 0.01, "image": 0.04, "fusion": 0.03})
+    assert adjusted == pytest.approx({"text": 0.03, "fusion": 0.06, "image": 0.06})
+    assert holm({"image": 0.02}) == {"image": 0.02}
+    assert holm({}) == {}
+
+
+def test_one_kind_barely_significant_among_three_is_noise_a_clear_loss_is_not():
+    # Three kinds tested at once: a lone p of 0.026 is what one candidate in seven no worse than
+    # production shows somewhere; p 1e-5 is not.
+    candidate = metrics(0.78, 0.60, 0.80)  # fusion -0.02
+    barely = {
+        "text": {"n": 1000, "production_only": 10, "candidate_only": 10},
+        "image": {"n": 1000, "production_only": 30, "candidate_only": 30},
+        "fusion": {"n": 1000, "production_only": 19, "candidate_only": 8},
+    }
+    clearly = {**barely, "fusion": {"n": 1000, "production_only": 40, "candidate_only": 8}}
+
+    kept = decide(candidate, PRODUCTION, **LIMITS, paired=barely, live=LIVE_GAIN)
+    refused = decide(candidate, PRODUCTION, **LIMITS, paired=clearly, live=LIVE_GAIN)
+
+    assert kept.promote is True, kept.reason
+    fusion = {k.kind: k for k in kept.kinds}["fusion"]
+    assert fusion.p_worse == pytest.approx(0.0261, abs=1e-4) and fusion.p_adjusted > 0.05
+    assert refused.promote is False and "Holm-adjusted" in refused.reason

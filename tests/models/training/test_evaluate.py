@@ -11,7 +11,13 @@ import numpy as np
 import pytest
 
 from models.data import Dataset
-from models.training.evaluate import FIGURES, KINDS, evaluate_arrays, evaluate_bundle
+from models.training.evaluate import (
+    FIGURES,
+    KINDS,
+    closed_probabilities,
+    evaluate_arrays,
+    evaluate_bundle,
+)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 LABELS = [10, 40, 50]
@@ -77,6 +83,32 @@ def test_a_bundle_is_scored_on_the_products_that_have_each_model_inputs(
         assert 0.3 < result[kind]["accuracy"] <= 1.0
         assert result[kind]["accuracy"] <= result[kind]["top3"] <= result[kind]["top5"]
         assert all(0.0 <= r <= 1.0 for r in result[kind]["per_class_recall"].values())
+
+
+def test_the_closed_view_renormalises_over_the_kept_classes() -> None:
+    probs = np.array([[0.5, 0.3, 0.2], [1.0, 0.0, 0.0]])
+    keep = np.array([False, True, True])
+    closed = closed_probabilities(probs, keep)
+    np.testing.assert_allclose(closed, [[0.0, 0.6, 0.4], [0.0, 0.5, 0.5]])
+
+
+@pytest.mark.slow
+def test_the_closed_view_judges_only_the_categories_the_dataset_holds(
+    quick_bundle: Path, eval_dataset: Dataset
+) -> None:
+    held = sorted(set(eval_dataset.labels.tolist()))[:4]
+    subset = eval_dataset.subset(np.flatnonzero(np.isin(eval_dataset.labels, held)))
+    outcomes: dict[str, dict[str, bool]] = {}
+    closed: dict = {}
+    result = evaluate_bundle(quick_bundle, subset, outcomes=outcomes, closed=closed)
+
+    assert closed["classes"] == held
+    for kind in KINDS:
+        view = closed["metrics"][kind]
+        assert view["n"] == result[kind]["n"]
+        # Taking away wrong categories can only turn wrong answers right, never the reverse.
+        assert view["accuracy"] >= result[kind]["accuracy"]
+        assert all(closed["outcomes"][kind][p] for p, ok in outcomes[kind].items() if ok)
 
 
 @pytest.mark.slow
