@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,7 +76,9 @@ class ModelRuntime:
         self._predict = predict
 
     @classmethod
-    def from_bundle(cls, path: str | Path, *, threads: int = 1) -> ModelRuntime:
+    def from_bundle(
+        cls, path: str | Path, *, threads: int = 1, concurrent_runs: int | None = None
+    ) -> ModelRuntime:
         """Validate, load and warm up the bundle at `path` on ONNX Runtime.
 
         The API loads every version with this, and promotion verifies every version with it, so
@@ -84,6 +88,10 @@ class ModelRuntime:
             path: A complete bundle directory, with its serving exports.
             threads: ONNX Runtime intra-op threads per call (1: parallelism comes from
                 concurrent requests, not from inside one).
+            concurrent_runs: Model calls that may run at once; the others wait their turn
+                (default: the CPUs this process may use). More calls than cores at once only
+                share the cores, thrashing their caches, and every call in flight holds its
+                own activation buffers in ONNX Runtime's arena.
 
         Returns:
             A warmed-up, self-checked runtime.
@@ -94,7 +102,8 @@ class ModelRuntime:
         path = Path(path)
         # Serving exports required: a bundle without them would pull TensorFlow into the API.
         bundle = load_bundle(path, require_serving=True)
-        predict = _onnx_predict(path, threads, len(bundle.metadata["labels"]))
+        runs = concurrent_runs or _usable_cpus()
+        predict = _onnx_predict(path, threads, len(bundle.metadata["labels"]), runs)
         runtime = cls(path, bundle.metadata, bundle.calibration, predict)
         runtime.self_check()  # also the warm-up call of every model
         logger.info("loaded bundle %s from %s", runtime.version, path)
@@ -271,9 +280,19 @@ def load_late_fusion(path: Path, n_labels: int) -> LateFusion | None:
         raise BundleError(f"{path}: {SERVING_SPEC_PATH}: {exc}") from exc
 
 
-def _onnx_predict(path: Path, threads: int, n_labels: int) -> Predict:
+def _usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask: a container's cpuset counts)."""
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _onnx_predict(path: Path, threads: int, n_labels: int, concurrent_runs: int) -> Predict:
     models = load_onnx_models(path, threads)
     fusion = load_late_fusion(path, n_labels)
+    # Session calls in flight at once (`ModelRuntime.from_bundle`); vectorising waits outside.
+    gate = threading.BoundedSemaphore(concurrent_runs)
 
     def run(kind: str, text: str, image: np.ndarray | None) -> np.ndarray:
         model = models[kind]
@@ -281,7 +300,8 @@ def _onnx_predict(path: Path, threads: int, n_labels: int) -> Predict:
             name: vectorizer.transform([text]) if vectorizer is not None else image[None]
             for name, _source, vectorizer in model.inputs
         }
-        return model.session.run(None, feeds)[0][0]
+        with gate:
+            return model.session.run(None, feeds)[0][0]
 
     def run_many(kind: str, texts: list[str] | None, images: list[np.ndarray] | None) -> np.ndarray:
         model = models[kind]
@@ -291,7 +311,8 @@ def _onnx_predict(path: Path, threads: int, n_labels: int) -> Predict:
             else np.stack(images or [])
             for name, _source, vectorizer in model.inputs
         }
-        return model.session.run(None, feeds)[0]
+        with gate:
+            return model.session.run(None, feeds)[0]
 
     def predict(kind: str, text: str, image: np.ndarray | None) -> np.ndarray:
         if kind == "fusion" and fusion is not None:

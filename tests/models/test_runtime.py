@@ -167,3 +167,34 @@ def test_a_bundle_whose_fusion_is_an_onnx_graph_is_still_served_by_that_graph(
     (bundle / "serving" / "serving.json").write_text(json.dumps(spec))
     with pytest.raises(BundleError, match=r"serving/fusion\.onnx \(the fusion model\) is missing"):
         ModelRuntime.from_bundle(bundle)
+
+
+@pytest.mark.parametrize("limit", [1, 3])
+def test_no_more_model_calls_run_at_once_than_the_runtime_allows(
+    quick_bundle: Path, monkeypatch: pytest.MonkeyPatch, limit: int
+) -> None:
+    import threading
+    import time
+
+    import onnxruntime as ort
+
+    runtime = ModelRuntime.from_bundle(quick_bundle, concurrent_runs=limit)
+    lock, running, seen = threading.Lock(), [0], [0]
+    original = ort.InferenceSession.run
+
+    def counted_run(self, *args, **kwargs):
+        with lock:
+            running[0] += 1
+            seen[0] = max(seen[0], running[0])
+        time.sleep(0.01)
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(ort.InferenceSession, "run", counted_run)
+    image = _images(1)[0]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(lambda i: runtime.predict_fusion(TEXTS[i % 3], image), range(24)))
+    assert seen[0] == limit  # never more; and as many as allowed when 8 callers wait
