@@ -22,6 +22,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from models.fusion import FusionSpecError, LateFusion, is_late_fusion
+
 METADATA_FILE = "metadata.json"
 METRICS_FILE = "metrics.json"
 CALIBRATION_FILE = "calibration.json"
@@ -135,6 +137,8 @@ def validate_bundle(bundle_dir: str | Path, *, require_serving: bool | None = No
             problems.append("metadata.json 'labels' has duplicates")
         if not isinstance(metadata.get("image_size"), int) or metadata.get("image_size", 0) < 8:
             problems.append("metadata.json 'image_size' must be an int >= 8")
+    if require_serving and (root / SERVING_SPEC_PATH).is_file() and (root / SERVING_SPEC_PATH).stat().st_size:
+        problems += serving_spec_problems(root, metadata.get("labels"))
     if (root / CALIBRATION_FILE).is_file():
         try:
             calibration = read_json(root / CALIBRATION_FILE)
@@ -147,6 +151,31 @@ def validate_bundle(bundle_dir: str | Path, *, require_serving: bool | None = No
     if problems:
         raise BundleError(f"{root} is not a complete bundle: " + "; ".join(problems))
     return metadata
+
+
+def serving_spec_problems(root: Path, labels: Any) -> list[str]:
+    """What is wrong with `serving/serving.json`: a model kind without an ONNX file it names, or
+    a late-fusion entry (`models.fusion`) whose weights are missing, not finite, or not one bias
+    per label. The ONNX files themselves are checked when the runtime loads them."""
+    try:
+        models = read_json(root / SERVING_SPEC_PATH).get("models")
+    except BundleError as exc:
+        return [str(exc)]
+    if not isinstance(models, dict):
+        return [f"{SERVING_SPEC_PATH} has no 'models' object"]
+    problems: list[str] = []
+    for kind in KINDS:
+        entry = models.get(kind)
+        if kind == "fusion" and is_late_fusion(entry):
+            try:
+                LateFusion.from_entry(entry, len(labels) if isinstance(labels, list) else 0)
+            except FusionSpecError as exc:
+                problems.append(f"{SERVING_SPEC_PATH}: {exc}")
+        elif not isinstance(entry, dict) or not isinstance(entry.get("file"), str):
+            problems.append(f"{SERVING_SPEC_PATH} names no ONNX file for the {kind} model")
+        elif not (root / SERVING_DIR / entry["file"]).is_file():
+            problems.append(f"{SERVING_DIR}/{entry['file']} (the {kind} model) is missing")
+    return problems
 
 
 @dataclass

@@ -4,6 +4,9 @@ The bundle is validated first (`models.bundle.validate_bundle`: a `BundleError` 
 missing), then its `serving/` exports (written by `models.training.export` for every shipped
 architecture) run under ONNX Runtime, with the text vectorised by NumPy replicas of the trained
 layers. No TensorFlow in the process: about 170 MB resident, a few milliseconds per call.
+The shipped late fusion has no graph of its own: it is computed from the text and image
+graphs' answers with the weights the spec records (`models.fusion`), so the process holds
+one copy of each network and a fusion request runs each once.
 
 Inputs are what training saw: text through `models.preprocessing.combine_text` (the caller
 does it); images of any size, resized here, once, with `models.preprocessing.resize_image` to
@@ -19,6 +22,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +33,7 @@ import numpy as np
 
 from models.bundle import KINDS, SERVING_DIR, SERVING_SPEC_PATH, BundleError, load_bundle
 from models.calibration import suggestion_set as conformal_set
+from models.fusion import FusionSpecError, LateFusion, is_late_fusion
 from models.preprocessing import resize_image
 from models.text_vectorizer import NumpyTextVectorizer
 
@@ -70,7 +76,9 @@ class ModelRuntime:
         self._predict = predict
 
     @classmethod
-    def from_bundle(cls, path: str | Path, *, threads: int = 1) -> ModelRuntime:
+    def from_bundle(
+        cls, path: str | Path, *, threads: int = 1, concurrent_runs: int | None = None
+    ) -> ModelRuntime:
         """Validate, load and warm up the bundle at `path` on ONNX Runtime.
 
         The API loads every version with this, and promotion verifies every version with it, so
@@ -80,6 +88,10 @@ class ModelRuntime:
             path: A complete bundle directory, with its serving exports.
             threads: ONNX Runtime intra-op threads per call (1: parallelism comes from
                 concurrent requests, not from inside one).
+            concurrent_runs: Model calls that may run at once; the others wait their turn
+                (default: the CPUs this process may use). More calls than cores at once only
+                share the cores, thrashing their caches, and every call in flight holds its
+                own activation buffers in ONNX Runtime's arena.
 
         Returns:
             A warmed-up, self-checked runtime.
@@ -90,7 +102,9 @@ class ModelRuntime:
         path = Path(path)
         # Serving exports required: a bundle without them would pull TensorFlow into the API.
         bundle = load_bundle(path, require_serving=True)
-        runtime = cls(path, bundle.metadata, bundle.calibration, _onnx_predict(path, threads))
+        runs = concurrent_runs or _usable_cpus()
+        predict = _onnx_predict(path, threads, len(bundle.metadata["labels"]), runs)
+        runtime = cls(path, bundle.metadata, bundle.calibration, predict)
         runtime.self_check()  # also the warm-up call of every model
         logger.info("loaded bundle %s from %s", runtime.version, path)
         return runtime
@@ -219,6 +233,8 @@ def load_onnx_models(path: Path, threads: int = 1) -> dict[str, OnnxModel]:
     models: dict[str, OnnxModel] = {}
     try:
         for kind, entry in spec["models"].items():
+            if is_late_fusion(entry):  # computed from the text and image models (`load_late_fusion`)
+                continue
             session = ort.InferenceSession(
                 str(path / SERVING_DIR / entry["file"]),
                 sess_options=options,
@@ -235,24 +251,59 @@ def load_onnx_models(path: Path, threads: int = 1) -> dict[str, OnnxModel]:
             models[kind] = OnnxModel(session, inputs)
     except Exception as exc:  # corrupt ONNX files, missing vectorisers
         raise BundleError(f"{path}: cannot load the serving models: {exc}") from exc
-    missing = set(KINDS) - set(models)
+    computed = {kind for kind, entry in spec["models"].items() if is_late_fusion(entry)}
+    missing = set(KINDS) - set(models) - computed
     if missing:
         raise BundleError(f"{path}: serving models missing: {sorted(missing)}")
     return models
 
 
-def _onnx_predict(path: Path, threads: int) -> Predict:
-    models = load_onnx_models(path, threads)
+def load_late_fusion(path: Path, n_labels: int) -> LateFusion | None:
+    """The bundle's late-fusion weights when its spec computes fusion from the two models' outputs.
 
-    def predict(kind: str, text: str, image: np.ndarray | None) -> np.ndarray:
+    None for a bundle whose fusion is an ONNX graph of its own (the `concat` architecture, and
+    bundles exported before late fusion was computed here).
+
+    Raises:
+        BundleError: The spec is unreadable or its late-fusion entry is malformed.
+    """
+    try:
+        spec = json.loads((path / SERVING_SPEC_PATH).read_text(encoding="utf-8"))
+        entry = spec["models"]["fusion"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise BundleError(f"{path}: unreadable {SERVING_SPEC_PATH}: {exc}") from exc
+    if not is_late_fusion(entry):
+        return None
+    try:
+        return LateFusion.from_entry(entry, n_labels)
+    except FusionSpecError as exc:
+        raise BundleError(f"{path}: {SERVING_SPEC_PATH}: {exc}") from exc
+
+
+def _usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask: a container's cpuset counts)."""
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _onnx_predict(path: Path, threads: int, n_labels: int, concurrent_runs: int) -> Predict:
+    models = load_onnx_models(path, threads)
+    fusion = load_late_fusion(path, n_labels)
+    # Session calls in flight at once (`ModelRuntime.from_bundle`); vectorising waits outside.
+    gate = threading.BoundedSemaphore(concurrent_runs)
+
+    def run(kind: str, text: str, image: np.ndarray | None) -> np.ndarray:
         model = models[kind]
         feeds = {
             name: vectorizer.transform([text]) if vectorizer is not None else image[None]
             for name, _source, vectorizer in model.inputs
         }
-        return model.session.run(None, feeds)[0][0]
+        with gate:
+            return model.session.run(None, feeds)[0][0]
 
-    def predict_many(kind: str, texts: list[str] | None, images: list[np.ndarray] | None) -> np.ndarray:
+    def run_many(kind: str, texts: list[str] | None, images: list[np.ndarray] | None) -> np.ndarray:
         model = models[kind]
         feeds = {
             name: vectorizer.transform([t or "" for t in texts or []])
@@ -260,7 +311,18 @@ def _onnx_predict(path: Path, threads: int) -> Predict:
             else np.stack(images or [])
             for name, _source, vectorizer in model.inputs
         }
-        return model.session.run(None, feeds)[0]
+        with gate:
+            return model.session.run(None, feeds)[0]
+
+    def predict(kind: str, text: str, image: np.ndarray | None) -> np.ndarray:
+        if kind == "fusion" and fusion is not None:
+            return fusion(run("text", text, None), run("image", "", image))
+        return run(kind, text, image)
+
+    def predict_many(kind: str, texts: list[str] | None, images: list[np.ndarray] | None) -> np.ndarray:
+        if kind == "fusion" and fusion is not None:
+            return fusion(run_many("text", texts, None), run_many("image", None, images))
+        return run_many(kind, texts, images)
 
     # `ModelRuntime.predict_batch` uses this when present: one session call for n products.
     predict.batch = predict_many  # type: ignore[attr-defined]

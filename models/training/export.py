@@ -7,6 +7,10 @@ text head, the CNN, the fusion head) becomes one ONNX graph whose inputs are the
 text and the image. The split is generic: the vectorisers' calls are swapped for the graph's
 inputs while the model is traced, so nested sub-models (the fusion model) work unchanged.
 
+The late fusion (`fusion_arch="late"`) is not exported as a graph: its three learned weights
+go into the spec and the runtime computes it from the text and image graphs' outputs
+(`models.fusion`), checked here against the Keras fusion model like every graph.
+
 `export_serving(bundle_dir)` writes `serving/` next to the `.keras` files and checks parity
 against the Keras models on sample inputs; a bundle whose export disagrees is refused.
 """
@@ -22,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from models.bundle import KINDS, SERVING_DIR, SERVING_SPEC
+from models.fusion import LateFusion
 from models.preprocessing import resize_image
 from models.text_vectorizer import NumpyTextVectorizer
 
@@ -29,6 +34,8 @@ logger = logging.getLogger(__name__)
 
 PARITY_TOLERANCE = 1e-4
 OPSET = 17
+# 2: the late fusion is a spec entry computed by the runtime (`models.fusion`), not a graph.
+SPEC_FORMAT = 2
 
 
 class ExportError(RuntimeError):
@@ -138,6 +145,26 @@ def export_model(model: Any, out_dir: Path, kind: str) -> dict[str, Any]:
     return {"file": f"{kind}.onnx", "inputs": inputs}
 
 
+def late_fusion_of(model: Any) -> LateFusion | None:
+    """The weights of a late-fusion model (`builders.build_fusion`) for the serving spec, else None.
+
+    Such a model is the text and image models under one `LateFusion` layer: the runtime
+    computes it from their exported graphs (`models.fusion`), so it gets no graph of its own,
+    which would hold a second copy of both networks. Any other fusion (`concat`) is exported.
+    """
+    from models.training.builders import LateFusion as LateFusionLayer
+
+    layers = [layer for layer in model.layers if isinstance(layer, LateFusionLayer)]
+    if len(layers) != 1 or model.layers[-1] is not layers[0]:
+        return None
+    layer = layers[0]
+    return LateFusion(
+        text_weight=float(np.asarray(layer.text_weight.numpy())),
+        image_weight=float(np.asarray(layer.image_weight.numpy())),
+        bias=np.asarray(layer.bias.numpy(), dtype=np.float32),
+    )
+
+
 def export_serving(
     bundle_dir: Path, *, sample_texts: list[str] | None = None, sample_images: np.ndarray | None = None
 ) -> Path:
@@ -171,17 +198,24 @@ def export_serving(
     n = min(len(texts), len(sample_images))
     texts, sample_images = texts[:n], sample_images[:n]
 
-    spec: dict[str, Any] = {"format": 1, "opset": OPSET, "image_size": size, "models": {}}
+    spec: dict[str, Any] = {"format": SPEC_FORMAT, "opset": OPSET, "image_size": size, "models": {}}
     worst: dict[str, float] = {}
     for kind in KINDS:
         model = keras.models.load_model(bundle_dir / f"{kind}.keras", compile=False)
+        fusion = late_fusion_of(model) if kind == "fusion" else None
         try:
-            entry = export_model(model, out_dir, kind)
+            entry = fusion.to_entry() if fusion is not None else export_model(model, out_dir, kind)
         except Exception as exc:
             raise ExportError(f"exporting {kind}.keras to ONNX failed: {exc}") from exc
         feeds = _keras_inputs(model, texts, sample_images)
         expected = np.asarray(model(feeds if len(feeds) > 1 else next(iter(feeds.values())), training=False))
-        got = _run_onnx(out_dir, entry, texts, sample_images)
+        if fusion is not None:  # what the runtime computes: the fusion of the two exported graphs
+            got = fusion(
+                _run_onnx(out_dir, spec["models"]["text"], texts, sample_images),
+                _run_onnx(out_dir, spec["models"]["image"], texts, sample_images),
+            )
+        else:
+            got = _run_onnx(out_dir, entry, texts, sample_images)
         worst[kind] = float(np.abs(got - expected).max())
         if not worst[kind] <= PARITY_TOLERANCE:
             raise ExportError(f"{kind}: ONNX export differs from Keras by {worst[kind]:.2e}")

@@ -245,9 +245,16 @@ def train_image_cnn(p: PreparedData, hp: Hyperparameters, seed: int = 0) -> tupl
 
 
 def fit_late_fusion(
-    fusion: Any, text_probs: np.ndarray, image_probs: np.ndarray, y: np.ndarray, hp: Hyperparameters
+    fusion: Any,
+    text_probs: np.ndarray,
+    image_probs: np.ndarray,
+    y: np.ndarray,
+    hp: Hyperparameters,
+    *,
+    sample_weight: np.ndarray | None = None,
 ) -> History:
-    """Fit the `LateFusion` layer of `fusion` on held-out probabilities of the two models."""
+    """Fit the `LateFusion` layer of `fusion` on held-out probabilities of the two models
+    (`sample_weight`: one weight per pair, e.g. to weigh real pairs against pseudo pairs)."""
     import keras
 
     if not len(y):
@@ -260,6 +267,7 @@ def fit_late_fusion(
     result = head.fit(
         [text_probs, image_probs],
         one_hot(y),
+        sample_weight=sample_weight,
         epochs=hp.fusion_epochs,
         batch_size=64,
         verbose=0,

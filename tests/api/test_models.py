@@ -78,7 +78,7 @@ def test_a_broken_bundle_is_refused_and_the_old_version_keeps_serving(
 ):
     publish(
         settings.MODEL_STORE_URI,
-        copy_bundle_as(quick_bundle, tmp_path / "bad", "v-broken", break_file="serving/fusion.onnx"),
+        copy_bundle_as(quick_bundle, tmp_path / "bad", "v-broken", break_file="serving/image.onnx"),
     )
     response = client.post("/models/reload", headers=bearer(admin_token))
     assert response.status_code == 409

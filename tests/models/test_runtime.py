@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.bundle import BundleError
+from models.bundle import BundleError, validate_bundle
+from models.fusion import is_late_fusion
 from models.preprocessing import combine_text
 from models.runtime import ModelRuntime
 
@@ -109,11 +110,91 @@ def test_a_missing_directory_is_refused(tmp_path: Path) -> None:
         ModelRuntime.from_bundle(tmp_path / "nowhere")
 
 
-def test_the_fusion_model_shares_the_text_models_vectorisers_in_memory(quick_bundle: Path) -> None:
-    from models.runtime import load_onnx_models
+def _spec(bundle: Path) -> dict:
+    return json.loads((bundle / "serving" / "serving.json").read_text())
 
-    models = load_onnx_models(quick_bundle)
-    text = [v for _, source, v in models["text"].inputs if source == "text"]
-    fusion = [v for _, source, v in models["fusion"].inputs if source == "text"]
-    assert len(text) == 4
-    assert {id(v) for v in fusion} == {id(v) for v in text}
+
+def test_the_late_fusion_is_computed_from_the_two_models_without_a_graph_of_its_own(
+    runtime: ModelRuntime, quick_bundle: Path
+) -> None:
+    from models.runtime import load_late_fusion, load_onnx_models
+
+    assert is_late_fusion(_spec(quick_bundle)["models"]["fusion"])
+    assert not (quick_bundle / "serving" / "fusion.onnx").exists()
+    assert set(load_onnx_models(quick_bundle)) == {"text", "image"}  # one copy of each network
+    fusion = load_late_fusion(quick_bundle, len(runtime.labels))
+    texts, images = TEXTS[:4], _images(4, seed=3)
+    for text, image in zip(texts, images, strict=True):
+        expected = fusion(runtime.predict_text(text), runtime.predict_image(image))
+        np.testing.assert_allclose(runtime.predict_fusion(text, image), expected, atol=1e-7)
+    batch = runtime.predict_batch("fusion", texts, images)
+    single = np.stack([runtime.predict_fusion(t, im) for t, im in zip(texts, images, strict=True)])
+    np.testing.assert_allclose(batch, single, atol=1e-6)
+
+
+def test_a_tampered_fusion_spec_is_refused_with_what_is_wrong(quick_bundle: Path, tmp_path: Path) -> None:
+    bundle = _broken(quick_bundle, tmp_path)
+    spec = _spec(bundle)
+    spec["models"]["fusion"]["late_fusion"]["bias"] = spec["models"]["fusion"]["late_fusion"]["bias"][:-1]
+    spec["models"]["fusion"]["late_fusion"]["text_weight"] = float("nan")
+    (bundle / "serving" / "serving.json").write_text(json.dumps(spec))
+    with pytest.raises(BundleError, match=r"late_fusion\.text_weight must be a finite number, got nan"):
+        validate_bundle(bundle)
+    with pytest.raises(BundleError, match=r"late_fusion\.text_weight"):
+        ModelRuntime.from_bundle(bundle)
+    validate_bundle(bundle, require_serving=False)  # the Keras models themselves are complete
+
+
+def test_a_bundle_whose_fusion_is_an_onnx_graph_is_still_served_by_that_graph(
+    runtime: ModelRuntime, quick_bundle: Path, tmp_path: Path
+) -> None:
+    # Bundles exported before (and `concat` fusion) name a fusion graph; this one names the text
+    # graph, so the answers show which graph ran.
+    bundle = _broken(quick_bundle, tmp_path)
+    spec = _spec(bundle)
+    spec["models"]["fusion"] = {**spec["models"]["text"]}
+    spec["format"] = 1
+    (bundle / "serving" / "serving.json").write_text(json.dumps(spec))
+    old = ModelRuntime.from_bundle(bundle)
+    image = _images(1)[0]
+    np.testing.assert_allclose(old.predict_fusion(TEXTS[0], image), runtime.predict_text(TEXTS[0]), atol=1e-6)
+    np.testing.assert_allclose(
+        old.predict_batch("fusion", TEXTS[:2], [image, image]),
+        np.stack([runtime.predict_text(t) for t in TEXTS[:2]]),
+        atol=1e-6,
+    )
+    spec["models"]["fusion"]["file"] = "fusion.onnx"  # named but absent
+    (bundle / "serving" / "serving.json").write_text(json.dumps(spec))
+    with pytest.raises(BundleError, match=r"serving/fusion\.onnx \(the fusion model\) is missing"):
+        ModelRuntime.from_bundle(bundle)
+
+
+@pytest.mark.parametrize("limit", [1, 3])
+def test_no_more_model_calls_run_at_once_than_the_runtime_allows(
+    quick_bundle: Path, monkeypatch: pytest.MonkeyPatch, limit: int
+) -> None:
+    import threading
+    import time
+
+    import onnxruntime as ort
+
+    runtime = ModelRuntime.from_bundle(quick_bundle, concurrent_runs=limit)
+    lock, running, seen = threading.Lock(), [0], [0]
+    original = ort.InferenceSession.run
+
+    def counted_run(self, *args, **kwargs):
+        with lock:
+            running[0] += 1
+            seen[0] = max(seen[0], running[0])
+        time.sleep(0.01)
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(ort.InferenceSession, "run", counted_run)
+    image = _images(1)[0]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(lambda i: runtime.predict_fusion(TEXTS[i % 3], image), range(24)))
+    assert seen[0] == limit  # never more; and as many as allowed when 8 callers wait

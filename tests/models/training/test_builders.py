@@ -184,6 +184,26 @@ def test_late_fusion_starts_as_the_normalised_product_of_the_two_models() -> Non
     np.testing.assert_allclose(np.asarray(builders.LateFusion()([text, image])), product, atol=1e-5)
 
 
+def test_the_served_late_fusion_is_read_from_the_keras_layer_and_computes_the_same(
+    tfidf_model, image_model
+) -> None:
+    from models.training.export import late_fusion_of
+
+    fusion = builders.build_fusion(tfidf_model, image_model)
+    layer = fusion.get_layer("late_fusion")
+    layer.text_weight.assign(2.4)
+    layer.image_weight.assign(0.7)
+    layer.bias.assign(np.random.default_rng(6).normal(size=N_CLASSES).astype("float32"))
+    served = late_fusion_of(fusion)
+    assert served is not None and served.text_weight == pytest.approx(2.4)
+    text, image = (
+        np.random.default_rng(s).dirichlet(np.full(N_CLASSES, 0.2), 4).astype("float32") for s in (7, 8)
+    )
+    np.testing.assert_allclose(served(text, image), np.asarray(layer([text, image])), atol=1e-6)
+    concat = builders.build_fusion_concat(tfidf_model, image_model, N_CLASSES, hidden=8)
+    assert late_fusion_of(concat) is None  # exported as a graph of its own
+
+
 def test_saved_models_reload_in_a_fresh_process_with_identical_predictions(
     tfidf_model, image_model, tmp_path
 ) -> None:

@@ -40,6 +40,10 @@ def test_runtime_predictions_equal_the_keras_models(runtime: ModelRuntime, quick
         np.testing.assert_allclose(runtime.predict_text(text), expected["text"][i], atol=1e-4)
         np.testing.assert_allclose(runtime.predict_image(image), expected["image"][i], atol=1e-4)
         np.testing.assert_allclose(runtime.predict_fusion(text, image), expected["fusion"][i], atol=1e-4)
+    # The late fusion is computed from the two graphs' outputs, one product or a batch.
+    np.testing.assert_allclose(runtime.predict_batch("fusion", TEXTS, images), expected["fusion"], atol=1e-4)
+    parity = json.loads((quick_bundle / "serving" / "serving.json").read_text())["parity_max_abs_diff"]
+    assert parity["fusion"] <= 1e-4
 
 
 def test_a_bundle_without_serving_exports_is_served_by_the_keras_engine_with_the_same_answers(
