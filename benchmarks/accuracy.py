@@ -2,13 +2,17 @@
 
     python -m benchmarks.accuracy [--data ../shared/data/rakuten] [--seed 0] [--skip-lstm]
         [--fusion-concat] [--ablation] [--text-seeds 1 2] [--keep BUNDLE_DIR]
+        [--sentence-encoder use3|none] [--sentence-max-tokens N] [--text-only]
 
 Trains the shipped bundle exactly as `python -m models.train` does (splits by product id:
 65% train, 10% validation, 10% calibration, 15% test), then the original design's LSTM
 text model on the same split for reference; optionally the original design's concatenation
 fusion head on the same trained models, the text model with n-grams only (`--ablation`), and
 the text model alone on the splits of other seeds (`--text-seeds`: a 298-text test split
-gives ±2.7%, the mean over splits is steadier). Prints one table. Exits 0 with a message
+gives ±2.7%, the mean over splits is steadier). `--sentence-encoder` and
+`--sentence-max-tokens` change the text model's sentence-embedding input (`none`: without);
+`--text-only` trains the text model alone on `--seed` and `--text-seeds`, with and without the
+sentence encoder, and prints their figures (no bundle). Prints one table. Exits 0 with a message
 when the real data folder is absent (it is never part of the repository).
 """
 
@@ -38,8 +42,11 @@ def _row(name: str, figures: dict[str, Any]) -> str:
     return f"| {name} | " + " | ".join(cells) + " |"
 
 
-def text_only(data_dir: Path, seed: int, **overrides: Any) -> dict[str, Any]:
-    """One text model (the shipped recipe, with `overrides`) on the split of `seed`: test figures."""
+def text_only(
+    data_dir: Path, seed: int, *, feature_cache: Path | None = None, **overrides: Any
+) -> dict[str, Any]:
+    """One text model (the shipped recipe, with `overrides`) on the split of `seed`: test figures
+    (and the seconds it took to train, sentence embeddings included)."""
     import keras
 
     from models.calibration import calibrate
@@ -55,7 +62,9 @@ def text_only(data_dir: Path, seed: int, **overrides: Any) -> dict[str, Any]:
     p = prepare_data(
         [load_challenge_folder(data_dir)], seed=seed, image_size=hp.image_size, decode_images=False
     )
-    model, history = train_text_model(p, hp)
+    started = time.perf_counter()
+    model, history = train_text_model(p, hp, feature_cache=feature_cache)
+    seconds = time.perf_counter() - started
     predictor = Predictor(p, model, None)
     cal, test = p.rows("calibration", p.has_text), p.rows("test", p.has_text)
     entry = calibrate(
@@ -63,7 +72,40 @@ def text_only(data_dir: Path, seed: int, **overrides: Any) -> dict[str, Any]:
     )
     figures, _ = evaluate_arrays(predictor.text(test), p.y[test], entry, LABELS)
     figures["epochs"] = len(history.get("loss", []))
+    figures["train_seconds"] = seconds
     return figures
+
+
+def compare_sentence_encoder(
+    data_dir: Path, seeds: list[int], *, feature_cache: Path | None, **overrides: Any
+) -> None:
+    """The text model without and with the sentence encoder on each split: one table, and the means."""
+    from models.training.hyperparameters import Hyperparameters
+
+    encoder = overrides.pop("sentence_encoder", None) or "use3"
+    variants = {
+        "without": {**overrides, "sentence_encoder": ""},
+        encoder: {**overrides, "sentence_encoder": encoder},
+    }
+    cap = overrides.get("sentence_max_tokens", Hyperparameters().sentence_max_tokens)
+    print(f"\nText model alone, without and with {encoder} ({cap} tokens), test split of each seed:\n")
+    print(
+        "| sentence encoder | seed | n | accuracy | top5 | set_coverage | set_mean_size | epochs | train s |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    means: dict[str, dict[str, float]] = {}
+    for name, variant in variants.items():
+        runs = [text_only(data_dir, seed, feature_cache=feature_cache, **variant) for seed in seeds]
+        for seed, f in zip(seeds, runs, strict=True):
+            print(
+                f"| {name} | {seed} | {f['n']} | {f['accuracy']:.3f} | {f['top5']:.3f} | {f['set_coverage']:.3f} "
+                f"| {f['set_mean_size']:.2f} | {f['epochs']} | {f['train_seconds']:.0f} |",
+                flush=True,
+            )
+        keys = ("accuracy", "top5", "set_coverage", "set_mean_size")
+        means[name] = {key: sum(f[key] for f in runs) / len(runs) for key in keys}
+    for name, mean in means.items():
+        print(f"  mean {name}: " + ", ".join(f"{k} {v:.3f}" for k, v in mean.items()))
 
 
 # What the shipped text model was before the pretrained word vectors, the title branch and the
@@ -71,7 +113,9 @@ def text_only(data_dir: Path, seed: int, **overrides: Any) -> dict[str, Any]:
 NGRAMS_ONLY = {"word_vectors": "", "title_tokens": 0, "text_balanced": False}
 
 
-def concat_fusion(data_dir: Path, bundle: Path, seed: int) -> dict[str, Any]:
+def concat_fusion(
+    data_dir: Path, bundle: Path, seed: int, feature_cache: Path | None = None
+) -> dict[str, Any]:
     """The original design's fusion (features concatenated under a new head) on the bundle's models."""
     from models.bundle import load_bundle
     from models.data import load_challenge_folder
@@ -83,13 +127,22 @@ def concat_fusion(data_dir: Path, bundle: Path, seed: int) -> dict[str, Any]:
         TrainedModels,
         calibrate_models,
         evaluate_models,
+        sentence_embeddings,
         train_fusion_model,
     )
 
-    image_size = load_bundle(bundle).image_size
+    loaded = load_bundle(bundle)
     keras_models = load_keras_models(bundle)
-    hp = replace(Hyperparameters(), fusion_arch="concat", image_size=image_size).check()
-    p = prepare_data([load_challenge_folder(data_dir)], seed=seed, image_size=image_size)
+    trained = loaded.metadata["hyperparameters"]
+    hp = replace(
+        Hyperparameters(),
+        fusion_arch="concat",
+        image_size=loaded.image_size,
+        sentence_encoder=trained.get("sentence_encoder", ""),
+        sentence_max_tokens=trained.get("sentence_max_tokens", Hyperparameters().sentence_max_tokens),
+    ).check()
+    p = prepare_data([load_challenge_folder(data_dir)], seed=seed, image_size=loaded.image_size)
+    sentence_embeddings(p, hp, feature_cache)  # what the text model reads besides the text, if anything
     predictor = Predictor(p, keras_models["text"], keras_models["image"])
     fusion, history = train_fusion_model(p, hp, predictor, seed)
     models = TrainedModels(
@@ -126,6 +179,16 @@ def main(argv: list[str] | None = None) -> int:
         metavar="SEED",
         help="also train the text model alone on the splits of these seeds (the test split is small)",
     )
+    parser.add_argument(
+        "--sentence-encoder",
+        help="the text model's sentence encoder: use3, or none (default: the shipped one)",
+    )
+    parser.add_argument("--sentence-max-tokens", type=int, help="tokens the sentence encoder reads per text")
+    parser.add_argument(
+        "--text-only",
+        action="store_true",
+        help="only the text model, without and with the sentence encoder, on --seed and --text-seeds",
+    )
     args = parser.parse_args(argv)
     if not (args.data / "X_train_update.csv").is_file():
         print(f"skipped: the real data folder {args.data} is absent (it is never in the repository)")
@@ -136,14 +199,27 @@ def main(argv: list[str] | None = None) -> int:
     from models.training.train import quiet_exporters, train
 
     quiet_exporters()
+    cache = None if str(args.feature_cache) == "none" else args.feature_cache
+    text_overrides: dict[str, Any] = {}
+    if args.sentence_encoder is not None:
+        text_overrides["sentence_encoder"] = "" if args.sentence_encoder == "none" else args.sentence_encoder
+    if args.sentence_max_tokens is not None:
+        text_overrides["sentence_max_tokens"] = args.sentence_max_tokens
+    if args.text_only:
+        compare_sentence_encoder(
+            args.data, [args.seed, *args.text_seeds], feature_cache=cache, **text_overrides
+        )
+        return 0
+    from models.training.hyperparameters import Hyperparameters
+
     workdir = Path(tempfile.mkdtemp(prefix="accuracy-bench-"))
     bundle_dir = args.keep or workdir / "bundle"
     started = time.perf_counter()
-    cache = None if str(args.feature_cache) == "none" else args.feature_cache
     bundle = train(
         [load_challenge_folder(args.data)],
         bundle_dir,
         seed=args.seed,
+        hyperparameters=replace(Hyperparameters(), **text_overrides),
         image_arch=args.image_arch,
         feature_cache=cache,
     )
@@ -152,11 +228,16 @@ def main(argv: list[str] | None = None) -> int:
     metadata = json.loads((bundle / "metadata.json").read_text(encoding="utf-8"))
     extra: dict[str, dict[str, Any]] = {}
     if args.ablation:
-        extra["text (n-grams only)"] = text_only(args.data, args.seed, **NGRAMS_ONLY)
+        extra["text (n-grams only)"] = text_only(
+            args.data,
+            args.seed,
+            feature_cache=cache,
+            **{**text_overrides, **NGRAMS_ONLY, "sentence_encoder": ""},
+        )
     if not args.skip_lstm:
         extra["text (reference LSTM)"] = text_only(args.data, args.seed, text_arch="lstm")
     if args.fusion_concat:
-        extra["fusion (concat, original design)"] = concat_fusion(args.data, bundle, args.seed)
+        extra["fusion (concat, original design)"] = concat_fusion(args.data, bundle, args.seed, cache)
 
     print(
         f"\nReal data: {args.data} ({metadata['counts']['test']['products']} test products, seed {args.seed})"
@@ -177,7 +258,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.text_seeds:
         print("\nText model alone on other splits (accuracy / top-5):")
         runs = [(args.seed, metrics["text"])]
-        runs += [(seed, text_only(args.data, seed)) for seed in args.text_seeds]
+        runs += [
+            (seed, text_only(args.data, seed, feature_cache=cache, **text_overrides))
+            for seed in args.text_seeds
+        ]
         for seed, figures in runs:
             print(f"  seed {seed}: n {figures['n']}, {figures['accuracy']:.3f} / {figures['top5']:.3f}")
         mean = {key: sum(f[key] for _, f in runs) / len(runs) for key in ("accuracy", "top5")}

@@ -5,7 +5,9 @@
 Loads the bundle with `models.runtime.ModelRuntime` (ONNX engine: what the API runs), then
 predicts one request at a time on real texts and photos of the challenge folder when it is
 there (synthetic ones otherwise), and prints p50/p95 per model kind and the resident memory
-the runtime adds to the process (the test inputs are loaded first, and not counted).
+the runtime adds to the process (the test inputs are loaded first, and not counted). When the
+text model reads a sentence embedding, also the encoder's share of a text call (the same texts
+through the bundle's encoder alone) and the memory it holds.
 No HTTP, no database: `benchmarks.serve` measures the whole service.
 """
 
@@ -66,10 +68,32 @@ def main(argv: list[str] | None = None) -> int:
         p95 = float(np.percentile(timings, 95))
         print(f"{kind:7s} p50 {statistics.median(timings):6.2f} ms   p95 {p95:6.2f} ms")
     after = rss_mb(os.getpid())
+    _sentence_share(runtime, texts, args.calls)
     print(
         f"resident memory: {after:.0f} MB, of which the runtime and its predictions {after - before:.0f} MB"
     )
     return 0
+
+
+def _sentence_share(runtime, texts: list[str], calls: int) -> None:
+    """The text calls' sentence-encoder part: the same texts through the bundle's encoder alone."""
+    from models.runtime import bundle_sentence_encoder
+
+    before = rss_mb(os.getpid())
+    encoder = bundle_sentence_encoder(runtime.path, runtime.metadata)
+    if encoder is None:
+        return
+    loaded = rss_mb(os.getpid()) - before
+    timings = []
+    for i in range(calls):
+        tick = time.perf_counter()
+        encoder.encode([texts[i % len(texts)]])
+        timings.append((time.perf_counter() - tick) * 1000)
+    p95 = float(np.percentile(timings, 95))
+    print(
+        f"of a text call, the sentence encoder ({encoder.max_tokens} tokens): "
+        f"p50 {statistics.median(timings):.2f} ms, p95 {p95:.2f} ms; a second copy of it holds {loaded:.0f} MB"
+    )
 
 
 if __name__ == "__main__":

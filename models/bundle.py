@@ -8,7 +8,9 @@ Layout (written by `models.training.train`, immutable once written):
     metrics.json                            test-split figures, `models.training.evaluate` schema
     calibration.json                        conformal thresholds per model kind
     report.md, confusion_matrix.png, training_curves.png
-    serving/                                ONNX exports + NumPy vectorisers (`models.training.export`)
+    serving/                                ONNX exports + NumPy vectorisers (`models.training.export`),
+                                            and the sentence encoder's files when the text
+                                            model reads one (metadata.json `sentence_encoder`)
 
 Reading a bundle needs no TensorFlow; `models.training.keras_parity` loads the `.keras` models.
 """
@@ -36,6 +38,8 @@ SERVING_SPEC_PATH = f"{SERVING_DIR}/{SERVING_SPEC}"
 # The three model kinds, in this order everywhere: text only, image only, both.
 KINDS: tuple[str, ...] = ("text", "image", "fusion")
 MODEL_FILES: dict[str, str] = {kind: f"{kind}.keras" for kind in KINDS}
+# What metadata.json's `sentence_encoder.files` names, when the text model reads an embedding.
+SENTENCE_ENCODER_FILES: tuple[str, ...] = ("encoder", "tokenizer")
 REQUIRED_FILES: tuple[str, ...] = (
     *MODEL_FILES.values(),
     METADATA_FILE,
@@ -137,6 +141,7 @@ def validate_bundle(bundle_dir: str | Path, *, require_serving: bool | None = No
             problems.append("metadata.json 'labels' has duplicates")
         if not isinstance(metadata.get("image_size"), int) or metadata.get("image_size", 0) < 8:
             problems.append("metadata.json 'image_size' must be an int >= 8")
+        problems += _sentence_encoder_problems(root, metadata)
     if require_serving and (root / SERVING_SPEC_PATH).is_file() and (root / SERVING_SPEC_PATH).stat().st_size:
         problems += serving_spec_problems(root, metadata.get("labels"))
     if (root / CALIBRATION_FILE).is_file():
@@ -175,6 +180,28 @@ def serving_spec_problems(root: Path, labels: Any) -> list[str]:
             problems.append(f"{SERVING_SPEC_PATH} names no ONNX file for the {kind} model")
         elif not (root / SERVING_DIR / entry["file"]).is_file():
             problems.append(f"{SERVING_DIR}/{entry['file']} (the {kind} model) is missing")
+    return problems
+
+
+def _sentence_encoder_problems(root: Path, metadata: dict[str, Any]) -> list[str]:
+    """What is wrong with the sentence encoder a text model reads (none when it reads none).
+
+    Both engines need its files (`models.runtime` and `models.training.keras_parity` compute
+    the embedding before the model), so they are required with or without the ONNX exports.
+    """
+    entry = metadata.get("sentence_encoder")
+    if entry is None:
+        return []
+    if not isinstance(entry, dict) or not isinstance(entry.get("files"), dict):
+        return ["metadata.json 'sentence_encoder' must say which files the encoder is"]
+    problems = []
+    max_tokens = entry.get("max_tokens")
+    if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 3):
+        problems.append("metadata.json 'sentence_encoder.max_tokens' must be an int >= 3 or null")
+    for role in SENTENCE_ENCODER_FILES:
+        name = entry["files"].get(role)
+        if not isinstance(name, str) or not (root / name).is_file() or not (root / name).stat().st_size:
+            problems.append(f"the sentence encoder's {role} ({name}) is missing or empty")
     return problems
 
 

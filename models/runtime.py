@@ -10,8 +10,10 @@ one copy of each network and a fusion request runs each once.
 
 Inputs are what training saw: text through `models.preprocessing.combine_text` (the caller
 does it); images of any size, resized here, once, with `models.preprocessing.resize_image` to
-the bundle's image size. Every model is warmed up and checked on dummy input before
-`from_bundle` returns. Safe to call from many threads at once: ONNX Runtime sessions are
+the bundle's image size. A text model that reads a sentence encoder's embedding (an ONNX input
+of source "sentence") gets it computed here from the same text, by the encoder inside the
+bundle (`models.sentence_encoder.SentenceEncoder`, capped as in training). Every model is
+warmed up and checked on dummy input before `from_bundle` returns. Safe to call from many threads at once: ONNX Runtime sessions are
 thread-safe and the vectorisers are pure functions.
 
 `models.training.keras_parity` builds the same class over the `.keras` models (TensorFlow), to
@@ -35,6 +37,7 @@ from models.bundle import KINDS, SERVING_DIR, SERVING_SPEC_PATH, BundleError, lo
 from models.calibration import suggestion_set as conformal_set
 from models.fusion import FusionSpecError, LateFusion, is_late_fusion
 from models.preprocessing import resize_image
+from models.sentence_encoder import ENCODER_FILE, TOKENIZER_FILE, SentenceEncoder
 from models.text_vectorizer import NumpyTextVectorizer
 
 logger = logging.getLogger(__name__)
@@ -203,10 +206,38 @@ class ModelRuntime:
 
 @dataclass
 class OnnxModel:
-    """One exported model: its session and, per ONNX input, its source and text vectoriser."""
+    """One exported model: its session and, per ONNX input, its source and what computes it
+    from the text (a vectoriser for source "text", the sentence encoder for "sentence"; both
+    have `transform(texts)`), None for the image."""
 
     session: Any
-    inputs: list[tuple[str, str, NumpyTextVectorizer | None]]  # (onnx name, source, vectorizer)
+    # (onnx name, source, what computes it from the text)
+    inputs: list[tuple[str, str, NumpyTextVectorizer | SentenceEncoder | None]]
+
+
+def bundle_sentence_encoder(path: Path, metadata: dict[str, Any], threads: int = 1) -> SentenceEncoder | None:
+    """The sentence encoder the bundle's text model reads (metadata.json `sentence_encoder`), or None.
+
+    Raises:
+        BundleError: Its files are not where the metadata says, or it does not load.
+    """
+    entry = metadata.get("sentence_encoder")
+    if not entry:
+        return None
+    files = entry.get("files", {})
+    encoder_file, tokenizer_file = path / files.get("encoder", ""), path / files.get("tokenizer", "")
+    if (encoder_file.name, tokenizer_file.name) != (ENCODER_FILE, TOKENIZER_FILE) or (
+        encoder_file.parent != tokenizer_file.parent
+    ):
+        raise BundleError(
+            f"{path}: the sentence encoder must be {ENCODER_FILE} and {TOKENIZER_FILE} in one folder"
+        )
+    try:
+        return SentenceEncoder.from_dir(
+            encoder_file.parent, threads=threads, max_tokens=entry.get("max_tokens")
+        )
+    except Exception as exc:
+        raise BundleError(f"{path}: the sentence encoder does not load: {exc}") from exc
 
 
 def load_onnx_models(path: Path, threads: int = 1) -> dict[str, OnnxModel]:
@@ -230,6 +261,26 @@ def load_onnx_models(path: Path, threads: int = 1) -> dict[str, OnnxModel]:
             vectorizers[file] = NumpyTextVectorizer.load(file)
         return vectorizers[file]
 
+    # The text and fusion models read the same embedding: the encoder is loaded once.
+    encoders: dict[tuple[Path, int | None], SentenceEncoder] = {}
+
+    def sentence_encoder(item: dict[str, Any]) -> SentenceEncoder:
+        folder, max_tokens = (path / SERVING_DIR / item["encoder"]).parent, item.get("max_tokens")
+        if (item["encoder"], item["tokenizer"]) != (ENCODER_FILE, TOKENIZER_FILE):
+            raise BundleError(f"the sentence encoder must be {ENCODER_FILE} and {TOKENIZER_FILE}")
+        if (folder, max_tokens) not in encoders:
+            encoders[folder, max_tokens] = SentenceEncoder.from_dir(
+                folder, threads=threads, max_tokens=max_tokens
+            )
+        return encoders[folder, max_tokens]
+
+    def from_text(item: dict[str, Any]) -> NumpyTextVectorizer | SentenceEncoder | None:
+        if item["source"] == "text":
+            return vectorizer(path / SERVING_DIR / item["vectorizer"])
+        if item["source"] == "sentence":
+            return sentence_encoder(item)
+        return None
+
     models: dict[str, OnnxModel] = {}
     try:
         for kind, entry in spec["models"].items():
@@ -240,14 +291,7 @@ def load_onnx_models(path: Path, threads: int = 1) -> dict[str, OnnxModel]:
                 sess_options=options,
                 providers=["CPUExecutionProvider"],
             )
-            inputs = [
-                (
-                    item["name"],
-                    item["source"],
-                    vectorizer(path / SERVING_DIR / item["vectorizer"]) if item["source"] == "text" else None,
-                )
-                for item in entry["inputs"]
-            ]
+            inputs = [(item["name"], item["source"], from_text(item)) for item in entry["inputs"]]
             models[kind] = OnnxModel(session, inputs)
     except Exception as exc:  # corrupt ONNX files, missing vectorisers
         raise BundleError(f"{path}: cannot load the serving models: {exc}") from exc

@@ -6,9 +6,14 @@ the package's SentencePiece model, and a JSON file of provenance and parity figu
 needs ONNX Runtime, NumPy and the `sentencepiece` wheel, nothing else.
 
 Texts are tokenised as the package does (SentencePiece unigram, `<s>` and `</s>` around the
-pieces, one `<unk>` per unknown character, one for a text with no piece; no truncation), sorted by length and run in
-batches padded to their longest text, so that a long description is not batched with many
-short titles. An embedding does not depend on its batch (the graph masks the padding).
+pieces, one `<unk>` per unknown character, one for a text with no piece; no truncation unless
+`max_tokens` is set), sorted by length and run in batches padded to their longest text, so that
+a long description is not batched with many short titles. An embedding does not depend on its
+batch (the graph masks the padding).
+
+A text's cost grows with its tokens (about 20 us a token on one thread), and a description can
+run to thousands: the text model reads the first `max_tokens` only (`<s>`, the first pieces,
+`</s>`), the same cap in training and serving (the bundle's `serving.json` records it).
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ ENCODER_FILE = "sentence_encoder.onnx"
 TOKENIZER_FILE = "sentence_encoder.spm"
 SPEC_FILE = "sentence_encoder.json"
 EMBEDDING_DIM = 512
+# The name of a text model's input that takes this embedding (Keras and ONNX alike).
+SENTENCE_INPUT = "sentence_embedding"
 # Padded tokens per ONNX Runtime call: large enough to amortise the call, small enough that its
 # activations (about 20 kB per token) stay in the cache; measured best from 256 to 512 on 1 thread.
 BATCH_TOKENS = 512
@@ -44,21 +51,35 @@ class SentenceEncoder:
         spec: Its `sentence_encoder.json` (provenance, parity figures).
     """
 
-    def __init__(self, session: Any, tokenizer: Any, *, folder: Path, spec: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        session: Any,
+        tokenizer: Any,
+        *,
+        folder: Path,
+        spec: dict[str, Any],
+        max_tokens: int | None = None,
+    ) -> None:
+        if max_tokens is not None and max_tokens < 3:
+            raise ValueError(f"max_tokens must leave room for <s>, a piece and </s>, got {max_tokens}")
         self.folder = folder
         self.spec = spec
+        self.max_tokens = max_tokens
         self._session = session
         self._tokenizer = tokenizer
         self._bos, self._eos, self._unk = tokenizer.bos_id(), tokenizer.eos_id(), tokenizer.unk_id()
 
     @classmethod
-    def from_dir(cls, folder: str | Path, *, threads: int = 1) -> SentenceEncoder:
+    def from_dir(
+        cls, folder: str | Path, *, threads: int = 1, max_tokens: int | None = None
+    ) -> SentenceEncoder:
         """Load and warm up the encoder in `folder`.
 
         Args:
             folder: A folder written by `models.training.sentence_encoder.export_sentence_encoder`.
             threads: ONNX Runtime intra-op threads per call (1: parallelism comes from
                 concurrent requests, not from inside one).
+            max_tokens: Tokens read per text, `<s>` and `</s>` included (None: all, as the package).
 
         Returns:
             A warmed-up, self-checked encoder.
@@ -75,8 +96,7 @@ class SentenceEncoder:
             raise SentenceEncoderError(
                 f"{folder}: no {', '.join(missing)} (written by models.training.sentence_encoder)"
             )
-        spec_file = folder / SPEC_FILE
-        spec = json.loads(spec_file.read_text(encoding="utf-8")) if spec_file.is_file() else {}
+        spec = cls.read_spec(folder)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
@@ -87,24 +107,32 @@ class SentenceEncoder:
             tokenizer = sentencepiece.SentencePieceProcessor(model_file=str(folder / TOKENIZER_FILE))
         except Exception as exc:
             raise SentenceEncoderError(f"{folder}: the sentence encoder does not load: {exc}") from exc
-        encoder = cls(session, tokenizer, folder=folder, spec=spec)
+        encoder = cls(session, tokenizer, folder=folder, spec=spec, max_tokens=max_tokens)
         encoder.self_check()
         logger.info("loaded the sentence encoder from %s", folder)
         return encoder
+
+    @staticmethod
+    def read_spec(folder: Path) -> dict[str, Any]:
+        """The folder's `sentence_encoder.json` (provenance, parity, SHA-256 of the files), or {}."""
+        spec_file = Path(folder) / SPEC_FILE
+        return json.loads(spec_file.read_text(encoding="utf-8")) if spec_file.is_file() else {}
 
     def tokenize(self, texts: list[str]) -> list[list[int]]:
         """Token ids per text, as the package's tokenizer gives them.
 
         `<s>`, the SentencePiece pieces, `</s>`; one `<unk>` per unknown character (the
         SentencePiece library merges a run of them into one `<unk>`, the package does not:
-        "🚂🚃" is two), and one `<unk>` for a text with no piece at all ("", "   ").
+        "🚂🚃" is two), and one `<unk>` for a text with no piece at all ("", "   "). With
+        `max_tokens`, the pieces after the first `max_tokens - 2` are dropped.
         """
         encoded = self._tokenizer.encode(list(texts), out_type=int, num_threads=1)
+        keep = None if self.max_tokens is None else self.max_tokens - 2
         out = []
         for text, ids in zip(texts, encoded, strict=True):
             if self._unk in ids:
                 ids = self._one_unknown_per_character(text, ids)
-            out.append([self._bos, *(ids or [self._unk]), self._eos])
+            out.append([self._bos, *(ids[:keep] or [self._unk]), self._eos])
         return out
 
     def _one_unknown_per_character(self, text: str, ids: list[int]) -> list[int]:
@@ -119,7 +147,7 @@ class SentenceEncoder:
         """Embed `texts`.
 
         Args:
-            texts: Any strings (the package's behaviour: no cleaning, no truncation).
+            texts: Any strings (the package's behaviour: no cleaning; truncated to `max_tokens`).
 
         Returns:
             float32 (len(texts), 512), one L2-normalised row per text, in input order.
@@ -136,6 +164,11 @@ class SentenceEncoder:
             lengths = np.array([len(tokens[i]) for i in batch], dtype=np.int64)
             out[batch] = self._session.run(None, {"token_ids": ids, "lengths": lengths})[0]
         return out
+
+    def transform(self, texts: list[str]) -> np.ndarray:
+        """`encode`: the interface of `models.text_vectorizer.NumpyTextVectorizer`, so that the
+        serving runtime feeds an ONNX input from either the same way."""
+        return self.encode(texts)
 
     def self_check(self) -> None:
         """Embed a text (the warm-up call); raise SentenceEncoderError unless it is a unit 512-d vector."""

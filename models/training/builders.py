@@ -1,7 +1,10 @@
 """Keras 3 model builders: small named functions with named inputs.
 
 Every model takes raw inputs by name: `text` (a string, already `combine_text`-ed) and/or
-`image` (uint8 H x W x 3 of any size, resized inside the model). Tokenisation and TF-IDF
+`image` (uint8 H x W x 3 of any size, resized inside the model); a text model built with a
+sentence encoder also takes `sentence_embedding` (float32, the encoder's embedding of the same
+text, computed outside the graph: `models.training.sentence_features` in training,
+`models.runtime` in serving). Tokenisation and TF-IDF
 weighting live inside the text models (TextVectorization layers adapted on the training
 texts, IDF weights stored as layer weights), so a saved `.keras` file carries its own
 vocabularies and `keras.models.load_model` needs nothing else but this module imported
@@ -21,12 +24,24 @@ import keras
 import numpy as np
 from keras import layers, ops
 
+from models.sentence_encoder import SENTENCE_INPUT
+
 PACKAGE = "rakuten"
 
 
 def text_input() -> keras.KerasTensor:
     """The named `text` input: one string per product."""
     return keras.Input(shape=(), dtype="string", name="text")
+
+
+def sentence_input(dimension: int) -> keras.KerasTensor:
+    """The named `sentence_embedding` input: a sentence encoder's embedding of the text."""
+    return keras.Input(shape=(dimension,), dtype="float32", name=SENTENCE_INPUT)
+
+
+def takes_sentence_embedding(model: keras.Model) -> bool:
+    """Whether `model` (a text or fusion model) has the `sentence_embedding` input."""
+    return any(tensor.name == SENTENCE_INPUT for tensor in model.inputs)
 
 
 def image_input() -> keras.KerasTensor:
@@ -210,6 +225,7 @@ def build_text_tfidf(
     word_vectors: Any = None,
     word_vector_length: int = 256,
     title_tokens: int = 30_000,
+    sentence_embedding: int = 0,
 ) -> keras.Model:
     """The shipped text model: word 1-2-gram and character 2-5-gram TF-IDF, and the mean of
     pretrained French word vectors, then a dense softmax.
@@ -225,9 +241,13 @@ def build_text_tfidf(
         word_vector_length: Words per text the word-vector branch reads.
         title_tokens: Vocabulary of a third TF-IDF branch, character 2-5-grams of the title
             alone (`TitleOf`), which carries most of the signal; 0 leaves it out.
+        sentence_embedding: Width of a sentence encoder's embedding, a second input
+            (`sentence_embedding`) concatenated with the other features before the head,
+            under the same dropout (it is L2-normalised, as each of them); 0 leaves it out.
 
     Returns:
-        An uncompiled model `text -> probabilities`.
+        An uncompiled model `text -> probabilities`, or `{text, sentence_embedding} ->
+        probabilities` with a sentence embedding.
     """
     inp = text_input()
     words = tfidf_branch(
@@ -259,13 +279,18 @@ def build_text_tfidf(
         )
     if word_vectors is not None:
         features.append(word_vector_branch(inp, texts, word_vectors, length=word_vector_length))
+    inputs: Any = inp
+    if sentence_embedding:
+        sentence = sentence_input(sentence_embedding)
+        features.append(sentence)
+        inputs = {"text": inp, SENTENCE_INPUT: sentence}
     x = layers.Concatenate(name="text_features")(features)
     x = layers.Dropout(dropout, name="feature_dropout")(x)
     if hidden:
         x = layers.Dense(hidden, activation="relu", name="hidden")(x)
         x = layers.Dropout(dropout, name="hidden_dropout")(x)
     out = layers.Dense(n_classes, activation="softmax", name="probabilities")(x)
-    return keras.Model(inp, out, name="text_tfidf")
+    return keras.Model(inputs, out, name="text_tfidf")
 
 
 def build_text_lstm(
@@ -594,9 +619,23 @@ def build_fusion(text_model: keras.Model, image_model: keras.Model) -> keras.Mod
     """
     text_model.trainable = False
     image_model.trainable = False
-    text, image = text_input(), image_input()
-    out = LateFusion(name="late_fusion")([text_model(text), image_model(image)])
-    return keras.Model({"text": text, "image": image}, out, name="fusion")
+    text_inputs, text_feed = _text_model_inputs(text_model)
+    image = image_input()
+    out = LateFusion(name="late_fusion")([text_model(text_feed), image_model(image)])
+    return keras.Model({**text_inputs, "image": image}, out, name="fusion")
+
+
+def _text_model_inputs(text_model: keras.Model) -> tuple[dict[str, keras.KerasTensor], Any]:
+    """New inputs for a model that embeds `text_model`: by name, and as `text_model` is called.
+
+    `text` alone, or with `sentence_embedding` when the text model reads one (the fusion model
+    then takes it too, under the same name).
+    """
+    inputs = {"text": text_input()}
+    for tensor in text_model.inputs:
+        if tensor.name == SENTENCE_INPUT:
+            inputs[SENTENCE_INPUT] = sentence_input(tensor.shape[-1])
+    return inputs, inputs if len(inputs) > 1 else inputs["text"]
 
 
 def build_fusion_concat(
@@ -625,14 +664,15 @@ def build_fusion_concat(
     text_features.trainable = False
     image_features.trainable = False
     size = backbone.input.shape[1]
-    text, image = text_input(), image_input()
-    t = layers.Dense(hidden, activation="relu", name="text_projection")(text_features(text))
+    text_inputs, text_feed = _text_model_inputs(text_model)
+    image = image_input()
+    t = layers.Dense(hidden, activation="relu", name="text_projection")(text_features(text_feed))
     i = image_features(_image_pixels(image, size))
     x = layers.Concatenate(name="fused_features")([t, i])
     x = layers.Dropout(dropout, name="head_dropout")(x)
     x = layers.Dense(hidden, activation="relu", name="head_hidden")(x)
     out = layers.Dense(n_classes, activation="softmax", name="probabilities")(x)
-    return keras.Model({"text": text, "image": image}, out, name="fusion_concat")
+    return keras.Model({**text_inputs, "image": image}, out, name="fusion_concat")
 
 
 def n_parameters(model: keras.Model) -> int:

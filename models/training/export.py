@@ -11,6 +11,11 @@ The late fusion (`fusion_arch="late"`) is not exported as a graph: its three lea
 go into the spec and the runtime computes it from the text and image graphs' outputs
 (`models.fusion`), checked here against the Keras fusion model like every graph.
 
+A text model that reads a sentence encoder's embedding (`sentence_embedding`, computed outside
+the graph) gets an ONNX input of source "sentence" naming the encoder's files (copied into
+`serving/` by training) and its token cap; the parity check computes that input with the
+encoder, from the sample texts, as the serving runtime will.
+
 `export_serving(bundle_dir)` writes `serving/` next to the `.keras` files and checks parity
 against the Keras models on sample inputs; a bundle whose export disagrees is refused.
 """
@@ -28,6 +33,8 @@ import numpy as np
 from models.bundle import KINDS, SERVING_DIR, SERVING_SPEC
 from models.fusion import LateFusion
 from models.preprocessing import resize_image
+from models.runtime import bundle_sentence_encoder
+from models.sentence_encoder import ENCODER_FILE, SENTENCE_INPUT, TOKENIZER_FILE, SentenceEncoder
 from models.text_vectorizer import NumpyTextVectorizer
 
 logger = logging.getLogger(__name__)
@@ -85,7 +92,9 @@ def _save_vectorizer(replica: NumpyTextVectorizer, out_dir: Path) -> str:
     return file.name
 
 
-def _keras_inputs(model: Any, texts: list[str] | None, images: np.ndarray | None) -> dict[str, Any]:
+def _keras_inputs(
+    model: Any, texts: list[str] | None, images: np.ndarray | None, sentence: np.ndarray | None = None
+) -> dict[str, Any]:
     import tensorflow as tf
 
     feeds: dict[str, Any] = {}
@@ -96,11 +105,18 @@ def _keras_inputs(model: Any, texts: list[str] | None, images: np.ndarray | None
             feeds[name] = tf.constant(np.array(texts, dtype=object).reshape(shape))
         elif name == "image":
             feeds[name] = tf.constant(images)
+        elif name == SENTENCE_INPUT:
+            feeds[name] = tf.constant(sentence)
     return feeds
 
 
-def export_model(model: Any, out_dir: Path, kind: str) -> dict[str, Any]:
-    """Write `{kind}.onnx` and its vectorisers under `out_dir`; returns the input spec."""
+def export_model(
+    model: Any, out_dir: Path, kind: str, *, sentence_max_tokens: int | None = None
+) -> dict[str, Any]:
+    """Write `{kind}.onnx` and its vectorisers under `out_dir`; returns the input spec.
+
+    `sentence_max_tokens` is the cap recorded for a `sentence_embedding` input (the bundle's).
+    """
     import tensorflow as tf
     import tf2onnx
 
@@ -116,6 +132,18 @@ def export_model(model: Any, out_dir: Path, kind: str) -> dict[str, Any]:
         dtype = tf.int64 if replica.output_mode == "int" else tf.float32
         specs.append(tf.TensorSpec([None, replica.size], dtype, name=name))
         inputs.append({"name": name, "source": "text", "vectorizer": file})
+    sentence = next((t for t in model.inputs if t.name == SENTENCE_INPUT), None)
+    if sentence is not None:
+        specs.append(tf.TensorSpec([None, sentence.shape[-1]], tf.float32, name=SENTENCE_INPUT))
+        inputs.append(
+            {
+                "name": SENTENCE_INPUT,
+                "source": "sentence",
+                "encoder": ENCODER_FILE,
+                "tokenizer": TOKENIZER_FILE,
+                "max_tokens": sentence_max_tokens,
+            }
+        )
     if "image" in names:
         specs.append(tf.TensorSpec([None, None, None, 3], tf.uint8, name="image"))
         inputs.append({"name": "image", "source": "image"})
@@ -131,6 +159,8 @@ def export_model(model: Any, out_dir: Path, kind: str) -> dict[str, Any]:
             if text_input is not None:
                 shape = tf.stack([batch, 1]) if len(text_input.shape) == 2 else tf.stack([batch])
                 feeds["text"] = tf.fill(shape, "")
+            if sentence is not None:
+                feeds[SENTENCE_INPUT] = args[len(vectorizers)]
             if "image" in names:
                 feeds["image"] = args[-1]
             return model(feeds if len(feeds) > 1 else next(iter(feeds.values())), training=False)
@@ -200,14 +230,23 @@ def export_serving(
 
     spec: dict[str, Any] = {"format": SPEC_FORMAT, "opset": OPSET, "image_size": size, "models": {}}
     worst: dict[str, float] = {}
+    # The Keras side gets the embedding from the encoder training copied into the bundle; the
+    # ONNX side computes it again from the entry it is given, as the runtime does.
+    encoder = bundle_sentence_encoder(bundle_dir, metadata)
+    max_tokens = None if encoder is None else encoder.max_tokens
+    sentence = None if encoder is None else encoder.encode(texts)
     for kind in KINDS:
         model = keras.models.load_model(bundle_dir / f"{kind}.keras", compile=False)
         fusion = late_fusion_of(model) if kind == "fusion" else None
         try:
-            entry = fusion.to_entry() if fusion is not None else export_model(model, out_dir, kind)
+            entry = (
+                fusion.to_entry()
+                if fusion is not None
+                else export_model(model, out_dir, kind, sentence_max_tokens=max_tokens)
+            )
         except Exception as exc:
             raise ExportError(f"exporting {kind}.keras to ONNX failed: {exc}") from exc
-        feeds = _keras_inputs(model, texts, sample_images)
+        feeds = _keras_inputs(model, texts, sample_images, sentence)
         expected = np.asarray(model(feeds if len(feeds) > 1 else next(iter(feeds.values())), training=False))
         if fusion is not None:  # what the runtime computes: the fusion of the two exported graphs
             got = fusion(
@@ -234,6 +273,11 @@ def _run_onnx(out_dir: Path, entry: dict[str, Any], texts: list[str], images: np
     for spec in entry["inputs"]:
         if spec["source"] == "text":
             feeds[spec["name"]] = NumpyTextVectorizer.load(out_dir / spec["vectorizer"]).transform(texts)
+        elif spec["source"] == "sentence":
+            folder = (out_dir / spec["encoder"]).parent
+            feeds[spec["name"]] = SentenceEncoder.from_dir(folder, max_tokens=spec["max_tokens"]).encode(
+                texts
+            )
         else:
             feeds[spec["name"]] = images
     return session.run(None, feeds)[0]

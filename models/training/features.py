@@ -3,7 +3,8 @@
 A pretrained backbone does not learn, so what it makes of an image depends only on the image
 and on the backbone: the features are cached under `cache_dir/{key}/`, one `.npy` file per
 input named by the SHA-256 of the exact array the backbone sees (the decoded, resized pixels),
-where `key` names the backbone and its input size. The weekly retraining then pays the
+or of the exact text a sentence encoder reads, where `key` names the backbone (or encoder)
+and its input size (or text cap). The weekly retraining then pays the
 backbone only for the products that are new since the last run; a changed backbone or size is
 another key, so nothing stale is ever read.
 
@@ -27,8 +28,10 @@ logger = logging.getLogger(__name__)
 Extract = Callable[[np.ndarray], np.ndarray]
 
 
-def content_key(array: np.ndarray) -> str:
-    """The SHA-256 of an input array's dtype, shape and bytes."""
+def content_key(array: np.ndarray | str) -> str:
+    """The SHA-256 of an input array's dtype, shape and bytes, or of a text's UTF-8 bytes."""
+    if isinstance(array, str):
+        return hashlib.sha256(b"str:" + array.encode("utf-8")).hexdigest()
     digest = hashlib.sha256(f"{array.dtype}:{array.shape}:".encode())
     digest.update(np.ascontiguousarray(array).tobytes())
     return digest.hexdigest()
@@ -47,7 +50,8 @@ def cached_features(
 
     Args:
         extract: inputs (n, ...) -> features (n, d), in batches.
-        inputs: the arrays the backbone sees (n, ...).
+        inputs: the arrays the backbone sees (n, ...), or the texts an encoder reads (an
+            object array of str).
         key: names the backbone and its preprocessing (a folder of the cache).
         cache_dir: where the features are kept; None computes everything.
         batch_size: inputs per `extract` call.

@@ -34,6 +34,25 @@ def strings(values: Any) -> Any:
     return tf.constant([str(v) for v in values], dtype=tf.string)
 
 
+def text_feed(model: Any, p: PreparedData, rows: np.ndarray) -> Any:
+    """What the text model (or a model embedding it) takes for the texts of `rows`: the strings,
+    with their sentence embeddings when the model reads them (`p.sentence`)."""
+    from models.training.builders import SENTENCE_INPUT, takes_sentence_embedding
+
+    texts = strings(p.texts[rows])
+    if not takes_sentence_embedding(model):
+        return texts
+    if p.sentence is None:
+        raise ValueError("the model reads sentence embeddings, but none were computed")
+    return {"text": texts, SENTENCE_INPUT: p.sentence.vectors[rows]}
+
+
+def pair_feed(model: Any, p: PreparedData, text_rows: np.ndarray, image_rows: np.ndarray) -> dict[str, Any]:
+    """What a fusion model takes for (text of row t, image of row i) pairs."""
+    texts = text_feed(model, p, text_rows)
+    return {**(texts if isinstance(texts, dict) else {"text": texts}), "image": p.images[image_rows]}
+
+
 def one_hot(y: np.ndarray) -> np.ndarray:
     """Class indices as one-hot rows over LABELS."""
     out = np.zeros((len(y), len(LABELS)), dtype=np.float32)
@@ -110,7 +129,9 @@ class Predictor:
 
     def text(self, rows: np.ndarray) -> np.ndarray:
         return self._cached(
-            self._text, rows, lambda r: predict_probs(self.text_model, strings(self.p.texts[r]), len(r))
+            self._text,
+            rows,
+            lambda r: predict_probs(self.text_model, text_feed(self.text_model, self.p, r), len(r)),
         )
 
     def preset_image(self, rows: np.ndarray, probs: np.ndarray) -> None:

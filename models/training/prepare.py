@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -25,6 +26,9 @@ class PreparedData:
     has_text: np.ndarray
     has_image: np.ndarray
     images: np.ndarray  # uint8 (n, size, size, 3); zeros where there is no image
+    # The sentence encoder's embedding of every text (`models.training.sentence_features.
+    # SentenceEmbeddings`), once a text model that reads one has computed it; else None.
+    sentence: Any = None
 
     def rows(self, split: str, mask: np.ndarray) -> np.ndarray:
         return np.flatnonzero((self.split == split) & mask)

@@ -2,6 +2,7 @@
 
     python -m models.train --data DIR [--data DIR ...] --out BUNDLE_DIR [--epochs N] [--seed N]
         [--quick] [--text-arch tfidf|lstm] [--fusion-arch late|concat] [--image-size PX]
+        [--sentence-encoder use3|none]
 
 `train()` composes public stages, each returning what the next one reads (the benchmarks
 compose them too): `prepare_data` (decode and split), `train_text_model`,
@@ -36,11 +37,21 @@ from models.bundle import (
     METADATA_FILE,
     METRICS_FILE,
     MODEL_FILES,
+    SERVING_DIR,
     make_version,
     write_json,
 )
 from models.data import Dataset, load_challenge_folder
-from models.training.fit import Predictor, accuracy, epoch_logger, fit, one_hot, predict_probs, strings
+from models.training.fit import (
+    Predictor,
+    accuracy,
+    epoch_logger,
+    fit,
+    one_hot,
+    pair_feed,
+    predict_probs,
+    text_feed,
+)
 from models.training.hyperparameters import (
     FUSION_ARCHS,
     IMAGE_ARCHS,
@@ -77,8 +88,14 @@ def code_revision() -> str:
 # --------------------------------------------------------------------------- the models
 
 
-def train_text_model(p: PreparedData, hp: Hyperparameters) -> tuple[Any, History]:
-    """Build and fit the text model on the train split, early-stopped on validation."""
+def train_text_model(
+    p: PreparedData, hp: Hyperparameters, *, feature_cache: Path | None = None
+) -> tuple[Any, History]:
+    """Build and fit the text model on the train split, early-stopped on validation.
+
+    With `hp.sentence_encoder`, the tfidf model also reads the encoder's embedding of each
+    text, computed first (and kept in `p.sentence`) through the feature cache.
+    """
     import keras
 
     from models.training import builders
@@ -97,6 +114,7 @@ def train_text_model(p: PreparedData, hp: Hyperparameters) -> tuple[Any, History
             from models.training.word_vectors import load_pretrained
 
             vectors = load_pretrained(hp.word_vectors, hp.word_vector_words, hp.word_vector_dimensions)
+        sentence = sentence_embeddings(p, hp, feature_cache)
         model = builders.build_text_tfidf(
             list(p.texts[rows]),
             len(LABELS),
@@ -107,12 +125,13 @@ def train_text_model(p: PreparedData, hp: Hyperparameters) -> tuple[Any, History
             word_vectors=vectors,
             word_vector_length=hp.word_vector_length,
             title_tokens=hp.title_tokens,
+            sentence_embedding=0 if sentence is None else sentence.vectors.shape[1],
         )
     history = fit(
         model,
-        strings(p.texts[rows]),
+        text_feed(model, p, rows),
         p.y[rows],
-        (strings(p.texts[val]), p.y[val]),
+        (text_feed(model, p, val), p.y[val]),
         name="text",
         epochs=hp.text_epochs,
         patience=hp.text_patience,
@@ -123,6 +142,25 @@ def train_text_model(p: PreparedData, hp: Hyperparameters) -> tuple[Any, History
     )
     # An uncompiled twin on the same layers: the saved file carries no optimizer state.
     return keras.Model(model.input, model.output, name=model.name), history
+
+
+def sentence_embeddings(p: PreparedData, hp: Hyperparameters, feature_cache: Path | None) -> Any:
+    """`p.sentence`, the embeddings of `hp.sentence_encoder` (computed once); None without one."""
+    if not hp.sentence_encoder:
+        return None
+    if p.sentence is None or (p.sentence.encoder, p.sentence.max_tokens) != (
+        hp.sentence_encoder,
+        hp.sentence_max_tokens,
+    ):
+        from models.training.sentence_features import embed_texts
+
+        p.sentence = embed_texts(
+            [str(t) if has else "" for t, has in zip(p.texts, p.has_text, strict=True)],
+            encoder=hp.sentence_encoder,
+            max_tokens=hp.sentence_max_tokens,
+            cache_dir=feature_cache,
+        )
+    return p.sentence
 
 
 def train_image_model(
@@ -292,9 +330,9 @@ def train_fusion_model(
         )
         history = fit(
             model,
-            {"text": strings(p.texts[t_rows]), "image": p.images[i_rows]},
+            pair_feed(model, p, t_rows, i_rows),
             p.y[t_rows],
-            ({"text": strings(p.texts[v_t]), "image": p.images[v_i]}, p.y[v_t]),
+            (pair_feed(model, p, v_t, v_i), p.y[v_t]),
             name="fusion",
             epochs=hp.fusion_epochs,
             patience=hp.text_patience,
@@ -322,7 +360,7 @@ def train_fusion_model(
 
 def fusion_probabilities(fusion: Any, p: PreparedData, t_rows: np.ndarray, i_rows: np.ndarray) -> np.ndarray:
     """The fusion model's probabilities on (text of row t, image of row i) pairs."""
-    return predict_probs(fusion, {"text": strings(p.texts[t_rows]), "image": p.images[i_rows]}, len(t_rows))
+    return predict_probs(fusion, pair_feed(fusion, p, t_rows, i_rows), len(t_rows))
 
 
 @dataclass
@@ -334,6 +372,8 @@ class TrainedModels:
     fusion: Any
     histories: dict[str, History]
     predictor: Predictor
+    # The sentence embeddings the text model reads (their encoder goes into the bundle), or None.
+    sentence: Any = None
 
     def by_kind(self) -> dict[str, Any]:
         return {"text": self.text, "image": self.image, "fusion": self.fusion}
@@ -343,14 +383,17 @@ def train_models(
     p: PreparedData, hp: Hyperparameters, seed: int, *, feature_cache: Path | None = None
 ) -> TrainedModels:
     """Fit the text model, then the image model, then the fusion model on their outputs."""
-    text_model, text_history = train_text_model(p, hp)
+    from models.training.builders import takes_sentence_embedding
+
+    text_model, text_history = train_text_model(p, hp, feature_cache=feature_cache)
     image_model, image_history, image_probs = train_image_model(p, hp, seed, feature_cache=feature_cache)
     predictor = Predictor(p, text_model, image_model)
     if image_probs is not None:  # the head's answers on the cached features: the same model
         predictor.preset_image(np.flatnonzero(p.has_image), image_probs[p.has_image])
     fusion, fusion_history = train_fusion_model(p, hp, predictor, seed)
     histories = {"text": text_history, "image": image_history, "fusion": fusion_history}
-    return TrainedModels(text_model, image_model, fusion, histories, predictor)
+    sentence = p.sentence if takes_sentence_embedding(text_model) else None
+    return TrainedModels(text_model, image_model, fusion, histories, predictor, sentence)
 
 
 def calibrate_models(
@@ -431,6 +474,7 @@ def bundle_metadata(
 ) -> dict[str, Any]:
     """metadata.json: version, labels, inputs, data fingerprint, hyperparameters, counts, sizes."""
     from models.training import builders
+    from models.training.sentence_features import bundle_entry
 
     fingerprint = p.data.fingerprint()
     created = datetime.now(UTC)
@@ -483,6 +527,7 @@ def bundle_metadata(
         "parameters": {kind: builders.n_parameters(model) for kind, model in models.by_kind().items()},
         "epochs_run": {kind: len(models.histories[kind].get("loss", [])) for kind in ("text", "image")},
         "serving_exports": export,
+        **({"sentence_encoder": bundle_entry(models.sentence)} if models.sentence is not None else {}),
     }
 
 
@@ -600,6 +645,10 @@ def write_bundle(
         write_json(partial / METRICS_FILE, evaluation.metrics)
         write_json(partial / CALIBRATION_FILE, calibration)
         write_report(partial, metadata, evaluation.metrics, evaluation.confusions, models.histories)
+        if models.sentence is not None:  # the text model's second input is computed from these
+            from models.training.sentence_features import copy_encoder
+
+            copy_encoder(models.sentence, partial / SERVING_DIR)
         if export:
             from models.training.export import export_serving
 
@@ -654,6 +703,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-word-vectors", action="store_true", help="text model without the pretrained word vectors"
     )
+    parser.add_argument(
+        "--sentence-encoder",
+        choices=("use3", "none"),
+        help="the text model's sentence-embedding input (default: the hyperparameters'; none: without)",
+    )
     args = parser.parse_args(argv)
     hp = Hyperparameters.quick() if args.quick else Hyperparameters()
     if args.image_members is not None:
@@ -662,6 +716,8 @@ def main(argv: list[str] | None = None) -> int:
         hp.image_members = args.image_members
     if args.no_word_vectors:
         hp.word_vectors = ""
+    if args.sentence_encoder is not None:
+        hp.sentence_encoder = "" if args.sentence_encoder == "none" else args.sentence_encoder
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     quiet_exporters()

@@ -105,3 +105,20 @@ def test_serving_the_encoder_imports_neither_tensorflow_onnx_nor_the_package(sen
         cwd=Path(__file__).parents[2],
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_a_token_cap_keeps_the_first_pieces_between_bos_and_eos(sentence_encoder_dir) -> None:
+    capped = SentenceEncoder.from_dir(sentence_encoder_dir, max_tokens=8)
+    full = SentenceEncoder.from_dir(sentence_encoder_dir)
+    long_text, short_text = "Piscine hors sol tubulaire ronde 3 mètres avec pompe et bâche " * 5, "Bâche"
+    (long_tokens, short_tokens), (long_full, short_full) = (
+        capped.tokenize([long_text, short_text]),
+        full.tokenize([long_text, short_text]),
+    )
+    assert long_tokens == [*long_full[:7], long_full[-1]] and len(long_tokens) == 8
+    assert short_tokens == short_full
+    vectors = capped.encode([long_text, short_text])
+    np.testing.assert_allclose(vectors[1], full.encode([short_text])[0], atol=1e-6)
+    assert np.abs(vectors[0] - full.encode([long_text])[0]).max() > 1e-3
+    with pytest.raises(ValueError, match="max_tokens"):
+        SentenceEncoder.from_dir(sentence_encoder_dir, max_tokens=2)

@@ -82,3 +82,21 @@ def test_without_a_cache_everything_is_computed(tmp_path: Path) -> None:
     cached_features(counting, images(5, 5), key="k", cache_dir=None)
     cached_features(counting, images(5, 5), key="k", cache_dir=None)
     assert counting.seen == 10
+
+
+def test_texts_are_cached_by_their_exact_content(tmp_path: Path) -> None:
+    seen: list[str] = []
+
+    def lengths(batch: np.ndarray) -> np.ndarray:
+        seen.extend(batch)
+        return np.array([[len(t), t.count("e")] for t in batch], dtype=np.float32)
+
+    texts = np.array(["bâche", "Bâche", "roman policier"], dtype=object)
+    first = cached_features(lengths, texts, key="use3-128tok", cache_dir=tmp_path)
+    again = cached_features(
+        lengths, np.array(["roman policier", "bâche"], dtype=object), key="use3-128tok", cache_dir=tmp_path
+    )
+
+    assert seen == ["bâche", "Bâche", "roman policier"]  # case is content: two entries
+    np.testing.assert_array_equal(again, first[[2, 0]])
+    assert content_key("bâche") != content_key("Bâche") != content_key(np.frombuffer(b"Bache", np.uint8))

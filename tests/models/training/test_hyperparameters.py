@@ -30,3 +30,8 @@ def test_an_unknown_architecture_is_refused() -> None:
         resolve_hyperparameters(Hyperparameters(text_arch="bert"))
     with pytest.raises(ValueError, match="fusion_arch"):
         resolve_hyperparameters(fusion_arch="sum")
+
+
+def test_an_unknown_sentence_encoder_is_refused() -> None:
+    with pytest.raises(ValueError, match="sentence_encoder"):
+        resolve_hyperparameters(Hyperparameters(sentence_encoder="e5"))

