@@ -148,7 +148,9 @@ def write_report(
         + (
             ": the selection run's models, trained on the train split only; the bundle ships "
             f"models refitted on {' + '.join(refit['splits'])} ({refit['products']} products) with "
-            f"the epochs selected ({refit['epochs']}) and {refit['fusion']}, calibrated on the "
+            "the epochs selected ("
+            + ", ".join(f"{kind} {n}" for kind, n in refit["epochs"].items())
+            + f") and {refit['fusion']}, calibrated on the "
             "calibration split, which no model trained on."
             if refit
             else "."
