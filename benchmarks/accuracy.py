@@ -1,8 +1,8 @@
 """Accuracy on the real Rakuten sample: train on its train split, print the test-split figures.
 
     python -m benchmarks.accuracy [--data ../shared/data/rakuten] [--seed 0] [--skip-lstm]
-        [--fusion-concat] [--ablation] [--text-seeds 1 2] [--keep BUNDLE_DIR]
-        [--sentence-encoder use3|none] [--sentence-max-tokens N] [--text-only]
+        [--fusion-concat] [--ablation] [--text-seeds 1 2] [--keep BUNDLE_DIR] [--refit]
+        [--calibrations] [--sentence-encoder use3|none] [--sentence-max-tokens N] [--text-only]
 
 Trains the shipped bundle exactly as `python -m models.train` does (splits by product id:
 65% train, 10% validation, 10% calibration, 15% test), then the original design's LSTM
@@ -12,8 +12,16 @@ the text model alone on the splits of other seeds (`--text-seeds`: a 298-text te
 gives ±2.7%, the mean over splits is steadier). `--sentence-encoder` and
 `--sentence-max-tokens` change the text model's sentence-embedding input (`none`: without);
 `--text-only` trains the text model alone on `--seed` and `--text-seeds`, with and without the
-sentence encoder, and prints their figures (no bundle). Prints one table. Exits 0 with a message
+sentence encoder, and prints their figures (no bundle). Prints one table, then the suggestion
+sets' table of metrics.json (marginal and class-conditional calibration); `--calibrations` also
+re-calibrates the bundle's models through the serving runtime with and without the
+training-conditional `delta`, to compare the four on the same split. Exits 0 with a message
 when the real data folder is absent (it is never part of the repository).
+
+The bundle is trained with `refit` off unless `--refit` is given: every figure here is then
+of models that never saw the test split. With `--refit` the table is still the selection
+run's (metrics.json), but the kept bundle ships refitted models that trained on the test
+split, so `--fusion-concat` and `--calibrations` refuse it.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ from typing import Any
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = PROJECT_ROOT.parent / "shared" / "data" / "rakuten"
 COLUMNS = ("n", "accuracy", "weighted_f1", "macro_f1", "top5", "set_coverage", "set_mean_size")
+SET_COLUMNS = ("coverage", "mean_size", "singleton_rate", "singleton_coverage", "min_class_coverage")
 
 
 def _row(name: str, figures: dict[str, Any]) -> str:
@@ -152,6 +161,83 @@ def concat_fusion(
     return evaluate_models(p, models, calibration).metrics["fusion"]
 
 
+def _set_row(name: str, report: dict[str, Any], fallback: str = "") -> str:
+    cells = ["-" if report.get(k) is None else f"{report[k]:.3f}" for k in SET_COLUMNS]
+    cells[-1] += f" ({report.get('min_class')})"
+    by_size = ", ".join(f"{b['sizes']}: {b['coverage']:.2f} ({b['n']})" for b in report.get("by_size", []))
+    return (
+        f"| {name} | "
+        + " | ".join(cells)
+        + f" | {report.get('classes_under_target')} | {fallback} | {by_size} |"
+    )
+
+
+def print_sets(metrics: dict[str, Any], calibration: dict[str, Any]) -> None:
+    """The suggestion sets of each model under both calibrations of the bundle (metrics.json)."""
+    print("\nSuggestion sets on the test split (calibration split thresholds):\n")
+    print(
+        "| model, calibration | "
+        + " | ".join(SET_COLUMNS)
+        + " | classes < 95% | fallback classes | by size |"
+    )
+    print("| --- | " + " | ".join("---" for _ in SET_COLUMNS) + " | --- | --- | --- |")
+    for kind in ("text", "image", "fusion"):
+        sets, entry = metrics[kind].get("sets") or {}, calibration[kind]
+        for name in ("marginal", "mondrian"):
+            if name in sets:
+                fallback = f"{len(entry.get('fallback_classes', []))}/27" if name == "mondrian" else ""
+                print(_set_row(f"{kind}, {name}", sets[name], fallback))
+
+
+def calibration_variants(data_dir: Path, bundle: Path, seed: int) -> dict[str, dict[str, Any]]:
+    """Each model's sets under marginal / class-conditional calibration, with delta 0.1 and without.
+
+    The bundle's models through the serving runtime, on the products `models.train` calibrates
+    and scores them on (same split, same pseudo pairs for fusion).
+    """
+    import numpy as np
+
+    from models.calibration import calibrate
+    from models.data import load_challenge_folder
+    from models.runtime import ModelRuntime
+    from models.training.evaluate import set_report
+    from models.training.hyperparameters import LABELS, Hyperparameters
+    from models.training.prepare import pairs, prepare_data
+    from models.training.splits import split_of
+
+    hp = Hyperparameters()
+    runtime = ModelRuntime.from_bundle(bundle)
+    data = load_challenge_folder(data_dir)
+    # Only the calibration and test products (a product's split depends on its id alone).
+    wanted = np.flatnonzero(np.isin(split_of(data.product_ids, seed), ["calibration", "test"]))
+    p = prepare_data([data.subset(list(wanted))], seed=seed, image_size=runtime.image_size)
+
+    def probs(kind: str, t_rows: Any, i_rows: Any) -> Any:
+        chunks = [np.zeros((0, len(LABELS)), dtype=np.float32)]
+        for start in range(0, len(t_rows), 64):  # the backbone's activations of 64 photos at a time
+            t, i = t_rows[start : start + 64], i_rows[start : start + 64]
+            texts = None if kind == "image" else [str(x) for x in p.texts[t]]
+            chunks.append(runtime.predict_batch(kind, texts, None if kind == "text" else list(p.images[i])))
+        return np.concatenate(chunks)
+
+    c_pairs = pairs(p, "calibration", per_text=hp.pseudo_pairs_per_text, seed=seed + 2)
+    t_both = p.rows("test", p.both)
+    rows = {
+        "text": ((p.rows("calibration", p.has_text),) * 2, (p.rows("test", p.has_text),) * 2),
+        "image": ((p.rows("calibration", p.has_image),) * 2, (p.rows("test", p.has_image),) * 2),
+        "fusion": (c_pairs, (t_both, t_both)),
+    }
+    out: dict[str, dict[str, Any]] = {}
+    for kind, (cal, test) in rows.items():
+        cal_probs, test_probs = probs(kind, *cal), probs(kind, *test)
+        for delta in (hp.conformal_delta, None):
+            for mondrian in (False, True):
+                entry = calibrate(cal_probs, p.y[cal[0]], alpha=hp.alpha, delta=delta, mondrian=mondrian)
+                name = f"{kind}, {'mondrian' if mondrian else 'marginal'}, delta {delta}"
+                out[name] = {**set_report(test_probs, p.y[test[0]], entry, LABELS), "entry": entry}
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the real challenge-layout folder")
@@ -159,6 +245,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-lstm", action="store_true", help="do not train the reference LSTM")
     parser.add_argument("--fusion-concat", action="store_true", help="also measure the concatenation fusion")
     parser.add_argument("--keep", type=Path, help="write the bundle here instead of a temporary folder")
+    parser.add_argument(
+        "--refit", action="store_true", help="also refit the shipped models on train + validation + test"
+    )
+    parser.add_argument(
+        "--calibrations",
+        action="store_true",
+        help="also compare marginal / class-conditional sets with and without delta (serving runtime)",
+    )
     parser.add_argument(
         "--image-arch", help="the image model (default: the shipped one, EfficientNet-Lite0 pretrained)"
     )
@@ -196,8 +290,11 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     from models.data import load_challenge_folder
+    from models.training.hyperparameters import Hyperparameters
     from models.training.train import quiet_exporters, train
 
+    if args.refit and (args.fusion_concat or args.calibrations):
+        parser.error("--fusion-concat and --calibrations score the bundle's models: not with --refit")
     quiet_exporters()
     cache = None if str(args.feature_cache) == "none" else args.feature_cache
     text_overrides: dict[str, Any] = {}
@@ -210,7 +307,6 @@ def main(argv: list[str] | None = None) -> int:
             args.data, [args.seed, *args.text_seeds], feature_cache=cache, **text_overrides
         )
         return 0
-    from models.training.hyperparameters import Hyperparameters
 
     workdir = Path(tempfile.mkdtemp(prefix="accuracy-bench-"))
     bundle_dir = args.keep or workdir / "bundle"
@@ -219,13 +315,14 @@ def main(argv: list[str] | None = None) -> int:
         [load_challenge_folder(args.data)],
         bundle_dir,
         seed=args.seed,
-        hyperparameters=replace(Hyperparameters(), **text_overrides),
+        hyperparameters=replace(Hyperparameters(), refit=args.refit, **text_overrides),
         image_arch=args.image_arch,
         feature_cache=cache,
     )
     train_seconds = time.perf_counter() - started
     metrics = json.loads((bundle / "metrics.json").read_text(encoding="utf-8"))
     metadata = json.loads((bundle / "metadata.json").read_text(encoding="utf-8"))
+    calibration = json.loads((bundle / "calibration.json").read_text(encoding="utf-8"))
     extra: dict[str, dict[str, Any]] = {}
     if args.ablation:
         extra["text (n-grams only)"] = text_only(
@@ -255,6 +352,16 @@ def main(argv: list[str] | None = None) -> int:
         for kind in ("text", "image", "fusion")
     )
     print(f"\nOn the {pairs['n']} test products with both inputs, accuracy: {accuracies}")
+    print(f"Figures: {metrics['text'].get('scored_by')}; shipped models refitted: {metadata.get('refit')}")
+    print_sets(metrics, calibration)
+    if args.calibrations:
+        print("\nRe-calibrated through the serving runtime (same calibration and test products):\n")
+        print("| model, calibration | " + " | ".join(SET_COLUMNS) + " | classes < 95% | fallback | by size |")
+        print("| --- | " + " | ".join("---" for _ in SET_COLUMNS) + " | --- | --- | --- |")
+        for name, report in calibration_variants(args.data, bundle, args.seed).items():
+            entry = report["entry"]
+            fallback = f"{len(entry['fallback_classes'])}/27" if entry["mondrian"] else ""
+            print(_set_row(name, report, fallback))
     if args.text_seeds:
         print("\nText model alone on other splits (accuracy / top-5):")
         runs = [(args.seed, metrics["text"])]

@@ -21,9 +21,22 @@ chosen so that this calibration split's sets cover at least 1 - alpha with proba
 1 - delta (a training-conditional guarantee): with a few hundred calibration products the
 plain marginal guarantee leaves a test coverage of 93-97%, half the time under 95%.
 
+Class-conditional (Mondrian) calibration (Vovk et al. 2005, ch. 4; "label-conditional" in
+crepes and MAPIE) computes one threshold per class, on that class's calibration products
+alone: the 95% then holds for the products of each class, not only on average over the
+catalogue (where a frequent, easy class can pay for a rare, hard one). A class with too few
+calibration products for a finite quantile at this alpha (and delta) keeps the marginal
+threshold instead, and the entry lists it (`fallback_classes`): for that class the
+guarantee is the marginal one only. A category is suggested when its own score is within
+its own class's threshold, so a Mondrian set is not always a prefix of the ranking.
+
 The calibration entry stored in the bundle (`calibration.json`, one per model kind) is a
-plain dict: ``{"method", "alpha", "delta", "threshold", "n"}``. `suggestion_set` is the one
-function that reads it, used by evaluation and serving alike.
+plain dict: ``{"method", "alpha", "delta", "threshold", "n", "mondrian", "class_thresholds",
+"class_n", "fallback_classes"}``, the per-class lists in the model's output order. The
+per-class thresholds are computed and kept in every entry, so the report can compare both
+calibrations on the same split; ``"mondrian"`` says which one the sets use. Entries written
+before (no ``mondrian`` key) are marginal. `suggestion_set` is the one function that reads
+an entry, used by evaluation and serving alike.
 """
 
 from __future__ import annotations
@@ -125,6 +138,7 @@ def calibrate(
     alpha: float = DEFAULT_ALPHA,
     method: Method = "lac",
     delta: float | None = None,
+    mondrian: bool = False,
 ) -> dict[str, Any]:
     """The calibration entry of one model from its predictions on the calibration split.
 
@@ -136,19 +150,50 @@ def calibrate(
         delta: None for the usual guarantee (coverage >= 1 - alpha on average over
             calibration draws); a value such as 0.1 for coverage >= 1 - alpha with
             probability 1 - delta for this very calibration split (slightly larger sets).
+        mondrian: Whether the sets use the class-conditional thresholds (computed either way).
 
     Returns:
-        ``{"method", "alpha", "delta", "threshold", "n"}``; the threshold is None (JSON
-        null) when n is too small, meaning "suggest every category".
+        ``{"method", "alpha", "delta", "threshold", "n", "mondrian", "class_thresholds",
+        "class_n", "fallback_classes"}``; a threshold is None (JSON null) when there are too
+        few scores for it, meaning "suggest every category" (marginal) or "use the marginal
+        threshold" (a class's, listed in `fallback_classes`).
     """
-    threshold = conformal_quantile(conformal_scores(probs, true_idx, method), alpha, delta)
+    probs = np.asarray(probs, dtype=np.float64)
+    true_idx = np.asarray(true_idx, dtype=np.int64)
+    scores = conformal_scores(probs, true_idx, method)
+    threshold = _finite_or_none(conformal_quantile(scores, alpha, delta))
+    own = [
+        _finite_or_none(conformal_quantile(scores[true_idx == c], alpha, delta))
+        for c in range(probs.shape[1])
+    ]
+    fallback = [c for c, t in enumerate(own) if t is None]
     return {
         "method": method,
         "alpha": float(alpha),
         "delta": delta,
-        "threshold": None if math.isinf(threshold) else threshold,
+        "threshold": threshold,
         "n": len(true_idx),
+        "mondrian": bool(mondrian),
+        # A class without a finite quantile of its own takes the marginal threshold.
+        "class_thresholds": [threshold if t is None else t for t in own],
+        "class_n": np.bincount(true_idx, minlength=probs.shape[1]).tolist(),
+        "fallback_classes": fallback,
     }
+
+
+def with_calibration(entry: dict[str, Any], mondrian: bool) -> dict[str, Any]:
+    """`entry` with its sets made marginal (False) or class-conditional (True).
+
+    Raises:
+        CalibrationError: Class-conditional asked of an entry without class thresholds.
+    """
+    if mondrian and "class_thresholds" not in entry:
+        raise CalibrationError("this calibration entry has no class-conditional thresholds")
+    return {**entry, "mondrian": bool(mondrian)}
+
+
+def _finite_or_none(threshold: float) -> float | None:
+    return None if math.isinf(threshold) else threshold
 
 
 def suggestion_set(probs: np.ndarray, calibration_entry: dict[str, Any]) -> np.ndarray:
@@ -169,6 +214,8 @@ def suggestion_set(probs: np.ndarray, calibration_entry: dict[str, Any]) -> np.n
     threshold = calibration_entry.get("threshold", calibration_entry.get("qhat"))
     if method not in METHODS:
         raise CalibrationError(f"unknown conformal method {method!r}; use one of {METHODS}")
+    if calibration_entry.get("mondrian"):
+        return _class_conditional_set(probs, order, method, calibration_entry["class_thresholds"])
     if threshold is None:
         return order.astype(np.int64)
     threshold = float(threshold)
@@ -179,6 +226,30 @@ def suggestion_set(probs: np.ndarray, calibration_entry: dict[str, Any]) -> np.n
         cumulative = np.cumsum(probs[order])
         size = int(np.searchsorted(cumulative, threshold - 1e-12, side="left")) + 1
     return order[: min(max(size, 1), len(order))].astype(np.int64)
+
+
+def _class_conditional_set(
+    probs: np.ndarray, order: np.ndarray, method: str, class_thresholds: list[float | None]
+) -> np.ndarray:
+    """Every category whose score, were it the true one, is within its class's threshold.
+
+    The scores are those of `conformal_scores` (APS: the mass of the categories at least as
+    probable, ties included), so a class's threshold covers its calibration products exactly
+    as computed; the most probable category is always kept, so a set is never empty.
+    """
+    ranked = probs[order]
+    if method == "lac":
+        scores = 1.0 - ranked
+    else:
+        # Position of the last category tied with each one: its mass includes the ties.
+        last_tie = np.searchsorted(-ranked, -ranked, side="right") - 1
+        scores = np.cumsum(ranked)[last_tie]
+    if len(class_thresholds) != len(probs):
+        raise CalibrationError(f"{len(class_thresholds)} class thresholds for {len(probs)} probabilities")
+    limits = np.array([math.inf if t is None else float(t) for t in class_thresholds])[order]
+    keep = scores <= limits + 1e-12
+    keep[0] = True
+    return order[keep].astype(np.int64)
 
 
 def set_metrics(

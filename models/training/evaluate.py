@@ -18,6 +18,10 @@ yardstick made of the catalogue as it was, a model that has learned a category t
 does not hold pays for every product it sends there, while a model that never heard of that
 category cannot; the closed view compares the two on what the yardstick can judge: how well
 they tell its own categories apart. The promotion gate reads both (`pipelines.gate`).
+
+`set_report` is the detail of the suggestion sets that a conformal toolkit reports (MAPIE,
+crepes, TorchCP): coverage per class, singleton rate, coverage by set size; training writes
+it into metrics.json for both calibrations, marginal and class-conditional.
 """
 
 from __future__ import annotations
@@ -33,10 +37,21 @@ from typing import Any
 import numpy as np
 
 from models.bundle import KINDS, BundleError
-from models.calibration import set_metrics
+from models.calibration import set_metrics, suggestion_set
 from models.data import Dataset, load_challenge_folder
 
 logger = logging.getLogger(__name__)
+# Set sizes grouped as a seller sees them: one answer, a short list, a page, a long list.
+SIZE_BINS: tuple[tuple[int, int], ...] = ((1, 1), (2, 3), (4, 6), (7, 10), (11, 10_000))
+SET_FIGURES = (
+    "coverage",
+    "mean_size",
+    "singleton_rate",
+    "singleton_coverage",
+    "min_class_coverage",
+    "min_class",
+    "classes_under_target",
+)
 FIGURES = ("accuracy", "weighted_f1", "macro_f1", "top3", "top5", "set_coverage", "set_mean_size")
 
 
@@ -123,6 +138,62 @@ def closed_probabilities(probs: np.ndarray, keep: np.ndarray) -> np.ndarray:
 def _top1_outcomes(probs: np.ndarray, y: np.ndarray, rows: list[int], dataset: Dataset) -> dict[str, bool]:
     right = np.argmax(probs, axis=1) == y if rows else np.zeros(0, dtype=bool)
     return {dataset.product_ids[i]: bool(ok) for i, ok in zip(rows, right, strict=True)}
+
+
+def set_report(
+    probs: np.ndarray, y: np.ndarray, calibration_entry: dict[str, Any], labels: list[int]
+) -> dict[str, Any]:
+    """What the suggestion sets of one calibration do on labelled products, beyond the average.
+
+    Marginal 95% can hide a class whose sets miss a third of its products, or sets that are
+    either one category or twenty; these figures show both.
+
+    Args:
+        probs: (n, len(labels)) probabilities.
+        y: (n,) true class indices.
+        calibration_entry: The entry the sets are built with.
+        labels: The prdtypecodes in output order.
+
+    Returns:
+        ``{n, coverage, mean_size, singleton_rate, singleton_coverage, min_class_coverage,
+        min_class, classes_under_target, per_class_coverage, per_class_mean_size, by_size}``;
+        `by_size` is a list of ``{sizes, n, coverage}`` over `SIZE_BINS` (the bins with no
+        set left out), a class is "under target" when its coverage is below 1 - alpha.
+    """
+    y = np.asarray(y, dtype=np.int64)
+    sets = [suggestion_set(row, calibration_entry) for row in np.asarray(probs)]
+    sizes = np.array([len(s) for s in sets], dtype=np.int64)
+    hit = np.array([truth in s for truth, s in zip(y, sets, strict=True)], dtype=bool)
+    if not len(y):
+        empty = {"per_class_coverage": {}, "per_class_mean_size": {}, "by_size": []}
+        return {"n": 0, **dict.fromkeys(SET_FIGURES), **empty}
+    present = [int(c) for c in np.unique(y)]
+    per_class = {c: float(hit[y == c].mean()) for c in present}
+    worst = min(present, key=lambda c: (per_class[c], c))
+    target = 1.0 - float(calibration_entry.get("alpha", 0.05))
+    singletons = sizes == 1
+    by_size = [
+        {
+            "sizes": f"{low}" if low == high else f"{low}-{min(high, len(labels))}",
+            "n": int(m.sum()),
+            "coverage": float(hit[m].mean()),
+        }
+        for low, high in SIZE_BINS
+        if (m := (sizes >= low) & (sizes <= high)).any()
+    ]
+    return {
+        "n": len(y),
+        "coverage": float(hit.mean()),
+        "mean_size": float(sizes.mean()),
+        "singleton_rate": float(singletons.mean()),
+        "singleton_coverage": float(hit[singletons].mean()) if singletons.any() else None,
+        "min_class_coverage": per_class[worst],
+        "min_class": str(labels[worst]),
+        "classes_under_target": sum(1 for c in present if per_class[c] < target),
+        "per_class_coverage": {str(labels[c]): per_class[c] for c in present},
+        "per_class_mean_size": {str(labels[c]): float(sizes[y == c].mean()) for c in present},
+        "by_size": by_size,
+    }
 
 
 def evaluate_bundle(

@@ -75,6 +75,12 @@ class Hyperparameters:
     alpha: float = 0.05
     conformal_method: str = "lac"
     conformal_delta: float | None = 0.1
+    # Class-conditional (Mondrian) thresholds instead of one for all classes (models/calibration.py);
+    # both are always computed and reported in metrics.json, this picks what the sets use.
+    conformal_mondrian: bool = False
+    # Ship models refitted on train + validation + test with the selection run's epochs (the
+    # figures stay the selection run's, scored on a test split it did not train on).
+    refit: bool = True
 
     @classmethod
     def quick(cls) -> Hyperparameters:
@@ -100,6 +106,7 @@ class Hyperparameters:
             image_top_filters=96,
             image_members=1,
             fusion_epochs=40,
+            refit=False,  # a second training would double the tests' and the demo's time
         )
 
     def check(self) -> Hyperparameters:

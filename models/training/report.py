@@ -8,12 +8,48 @@ from typing import Any
 import numpy as np
 
 COLUMNS = ("n", "accuracy", "weighted_f1", "macro_f1", "top3", "top5", "set_coverage", "set_mean_size")
+SET_COLUMNS = (
+    "coverage",
+    "mean_size",
+    "singleton_rate",
+    "singleton_coverage",
+    "min_class_coverage",
+    "classes_under_target",
+)
 
 
 def _fmt(value: Any) -> str:
     if value is None:
         return "-"
     return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def set_lines(metrics: dict[str, Any], alpha: float) -> list[str]:
+    """The suggestion-set table: each model kind under each calibration, on the test split."""
+    lines = [
+        "## Suggestion sets: marginal and class-conditional (Mondrian) calibration",
+        "",
+        f"Both calibrations from the same calibration split, scored on the test split; "
+        f"`min_class_coverage` is the lowest coverage of a class (with its code), "
+        f"`classes_under_target` how many classes are covered less than {1 - alpha:.0%}, "
+        "`by size` the coverage of the sets of each size (sets in the bin). A class with too few "
+        "calibration products for a threshold of its own uses the marginal one.",
+        "",
+        "| model | calibration | " + " | ".join(SET_COLUMNS) + " | by size |",
+        "| --- | --- | " + " | ".join("---" for _ in SET_COLUMNS) + " | --- |",
+    ]
+    for kind, figures in metrics.items():
+        sets = figures.get("sets") if isinstance(figures, dict) else None
+        for name in ("marginal", "mondrian"):
+            report = (sets or {}).get(name)
+            if not report or not report.get("n"):
+                continue
+            cells = [_fmt(report.get(c)) for c in SET_COLUMNS]
+            cells[4] += f" ({report.get('min_class')})"
+            by_size = ", ".join(f"{b['sizes']}: {b['coverage']:.2f} ({b['n']})" for b in report["by_size"])
+            served = " (served)" if sets.get("served") == name else ""
+            lines.append(f"| {kind} | {name}{served} | " + " | ".join(cells) + f" | {by_size} |")
+    return [*lines, ""]
 
 
 def plot_confusions(path: Path, labels: list[int], confusions: dict[str, np.ndarray]) -> None:
@@ -84,6 +120,7 @@ def write_report(
     plot_histories(out_dir / "training_curves.png", histories)
 
     hp = metadata.get("hyperparameters", {})
+    refit = metadata.get("refit")
     lines = [
         f"# Model bundle {metadata['version']}",
         "",
@@ -107,7 +144,17 @@ def write_report(
         "",
         "## Test-split figures",
         "",
-        "Each model on the test products that have its inputs.",
+        "Each model on the test products that have its inputs"
+        + (
+            ": the selection run's models, trained on the train split only; the bundle ships "
+            f"models refitted on {' + '.join(refit['splits'])} ({refit['products']} products) with "
+            "the epochs selected ("
+            + ", ".join(f"{kind} {n}" for kind, n in refit["epochs"].items())
+            + f") and {refit['fusion']}, calibrated on the "
+            "calibration split, which no model trained on."
+            if refit
+            else "."
+        ),
         "",
         "| model | " + " | ".join(COLUMNS) + " |",
         "| --- | " + " | ".join("---" for _ in COLUMNS) + " |",
@@ -129,6 +176,7 @@ def write_report(
         "(the fusion model on its real pairs plus same-class pseudo pairs); `set_coverage` is "
         "measured on the test split.",
         "",
+        *set_lines(metrics, float(hp.get("alpha", 0.05))),
         "![confusion matrices](confusion_matrix.png)",
         "",
         "![training curves](training_curves.png)",

@@ -15,6 +15,7 @@ from models.calibration import (
     conformal_scores,
     set_metrics,
     suggestion_set,
+    with_calibration,
 )
 
 N_CLASSES = 27
@@ -134,3 +135,106 @@ def test_with_delta_few_calibration_draws_cover_less_than_95_percent() -> None:
     assert np.mean(marginal) >= 0.945  # >= 0.95 on average ...
     assert np.mean(np.array(marginal) < 0.95) > 0.3  # ... but often under it for one split
     assert np.mean(np.array(conditional) < 0.95) <= 0.13  # at most delta (plus Monte Carlo noise)
+
+
+# ------------------------------------------------------------- class-conditional (Mondrian)
+
+
+def _with_a_hard_class(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exchangeable draws where the model underrates class 0 on its own products."""
+    probs, labels = _exchangeable(n, seed)
+    hard = labels == 0
+    probs[hard, 0] *= 0.1
+    probs[hard] /= probs[hard].sum(axis=1, keepdims=True)
+    return probs, labels
+
+
+def test_a_class_conditional_entry_keeps_the_marginal_threshold_and_one_per_class() -> None:
+    probs, labels = _exchangeable(2000, seed=3)
+    entry = calibrate(probs, labels, alpha=0.05, mondrian=True)
+    marginal = calibrate(probs, labels, alpha=0.05)
+    assert entry["mondrian"] and not marginal["mondrian"]
+    assert entry["threshold"] == marginal["threshold"]
+    assert entry["class_n"] == np.bincount(labels, minlength=N_CLASSES).tolist()
+    scores = conformal_scores(probs, labels)
+    for c in range(N_CLASSES):
+        assert entry["class_thresholds"][c] == conformal_quantile(scores[labels == c], alpha=0.05)
+    assert entry["fallback_classes"] == []
+
+
+@pytest.mark.parametrize("method", ["lac", "aps"])
+def test_class_conditional_sets_cover_every_class_where_marginal_sets_miss_the_hard_one(method: str) -> None:
+    cal_probs, cal_labels = _with_a_hard_class(3000, seed=4)
+    test_probs, test_labels = _with_a_hard_class(6000, seed=5)
+    entry = calibrate(cal_probs, cal_labels, alpha=0.05, method=method, mondrian=True)
+    hard = test_labels == 0
+    marginal_hard, _ = set_metrics(test_probs[hard], test_labels[hard], with_calibration(entry, False))
+    mondrian_hard, _ = set_metrics(test_probs[hard], test_labels[hard], entry)
+    assert marginal_hard < 0.9  # the easy classes pay for it on average, not for it
+    assert mondrian_hard >= 0.92  # ~220 test products of the class: a standard error of 0.015
+    assert set_metrics(test_probs, test_labels, entry)[0] >= 0.94
+
+
+def test_a_class_with_too_few_calibration_products_falls_back_to_the_marginal_threshold() -> None:
+    probs, labels = _exchangeable(1000, seed=6)
+    keep = (labels != 3) | (np.cumsum(labels == 3) <= 5)  # five products of class 3
+    entry = calibrate(probs[keep], labels[keep], alpha=0.05, mondrian=True)
+    assert entry["class_n"][3] == 5
+    assert entry["fallback_classes"] == [3]
+    assert entry["class_thresholds"][3] == entry["threshold"]
+    # With delta the conditional rank needs about 45 products a class: most fall back.
+    strict = calibrate(probs[keep], labels[keep], alpha=0.05, delta=0.1, mondrian=True)
+    assert set(strict["fallback_classes"]) == {c for c, n in enumerate(strict["class_n"]) if n < 45}
+
+
+def test_an_entry_with_class_thresholds_uses_them_only_when_it_says_mondrian() -> None:
+    probs = np.array([0.05, 0.6, 0.1, 0.25])
+    entry = {"method": "lac", "alpha": 0.05, "threshold": 0.8, "class_thresholds": [0.99, 0.5, 0.5, 0.5]}
+    assert suggestion_set(probs, entry).tolist() == [1, 3]  # marginal: keep p >= 0.2
+    # Class 0 is kept for its own threshold (p >= 0.01) although it ranks last; 3 is dropped.
+    assert suggestion_set(probs, {**entry, "mondrian": True}).tolist() == [1, 0]
+    with pytest.raises(CalibrationError):
+        with_calibration({"method": "lac", "threshold": 0.8}, True)
+
+
+def test_class_conditional_aps_keeps_a_category_whose_mass_is_within_its_class_threshold() -> None:
+    probs = np.array([0.05, 0.6, 0.1, 0.25])  # APS scores: 1.0, 0.6, 0.95, 0.85
+    entry = {"method": "aps", "mondrian": True, "class_thresholds": [0.99, 0.7, 0.9, None]}
+    assert suggestion_set(probs, entry).tolist() == [1, 3]
+
+
+@pytest.mark.parametrize("method", ["lac", "aps"])
+def test_class_conditional_sets_are_those_of_crepes_mondrian_conformal_classifier(method: str) -> None:
+    """crepes (Boström, PyPI) as the reference: label-conditional p-values, class by class.
+
+    crepes keeps a label when its (unsmoothed) p-value is >= alpha, the textbook rank when it
+    is > alpha; the two differ only where alpha (n + 1) is an integer, which these class
+    sizes avoid (checked).
+    """
+    crepes = pytest.importorskip("crepes")
+    probs, labels = _exchangeable(1500, seed=7)
+    alpha = 0.05
+    class_n = np.bincount(labels, minlength=N_CLASSES)
+    assert class_n.min() >= 20 and not np.any(np.isclose((class_n + 1) * alpha % 1, 0))
+    entry = calibrate(probs, labels, alpha=alpha, method=method, mondrian=True)
+    reference = crepes.ConformalClassifier().fit(conformal_scores(probs, labels, method), bins=labels)
+
+    test_probs, _ = _exchangeable(300, seed=8)
+    test_scores = np.stack(
+        [conformal_scores(test_probs, np.full(len(test_probs), c), method) for c in range(N_CLASSES)], axis=1
+    )
+    expected = np.stack(
+        [
+            reference.predict_set(
+                test_scores, bins=np.full(len(test_probs), c), confidence=1 - alpha, smoothing=False
+            )[:, c]
+            for c in range(N_CLASSES)
+        ],
+        axis=1,
+    ).astype(bool)
+    for row, want in zip(test_probs, expected, strict=True):
+        ours = np.zeros(N_CLASSES, dtype=bool)
+        ours[suggestion_set(row, entry)] = True
+        want = want.copy()
+        want[np.argmax(row)] = True  # never empty: the best guess is always suggested
+        assert ours.tolist() == want.tolist()

@@ -14,9 +14,11 @@ from models.data import Dataset
 from models.training.evaluate import (
     FIGURES,
     KINDS,
+    SET_FIGURES,
     closed_probabilities,
     evaluate_arrays,
     evaluate_bundle,
+    set_report,
 )
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
@@ -67,6 +69,25 @@ def test_a_model_with_nothing_to_score_reports_zero_and_nulls() -> None:
     figures, _ = evaluate_arrays(np.zeros((0, 3)), np.zeros(0, dtype=int), EVERYTHING, LABELS)
     per_class = {"per_class_recall": {}, "per_class_top5_recall": {}, "per_class_support": {}}
     assert figures == {"n": 0, **dict.fromkeys(FIGURES), **per_class}
+
+
+def test_the_set_report_counts_coverage_by_class_and_by_set_size() -> None:
+    probs = np.array([[0.6, 0.3, 0.1], [0.6, 0.3, 0.1], [0.1, 0.2, 0.7], [0.5, 0.4, 0.1]])
+    y = np.array([0, 1, 2, 2])
+    # Sets keep p >= 0.35: {0}, {0}, {2}, {0, 1}: hits, miss, hit, miss.
+    report = set_report(probs, y, {"method": "lac", "alpha": 0.05, "threshold": 0.65}, LABELS)
+    assert report["coverage"] == 0.5 and report["mean_size"] == 1.25
+    assert report["singleton_rate"] == 0.75 and report["singleton_coverage"] == pytest.approx(2 / 3)
+    assert report["per_class_coverage"] == {"10": 1.0, "40": 0.0, "50": 0.5}
+    assert report["per_class_mean_size"] == {"10": 1.0, "40": 1.0, "50": 1.5}
+    assert (report["min_class"], report["min_class_coverage"]) == ("40", 0.0)
+    assert report["classes_under_target"] == 2
+    assert report["by_size"] == [
+        {"sizes": "1", "n": 3, "coverage": pytest.approx(2 / 3)},
+        {"sizes": "2-3", "n": 1, "coverage": 0.0},
+    ]
+    empty = set_report(np.zeros((0, 3)), np.zeros(0, dtype=int), EVERYTHING, LABELS)
+    assert empty["n"] == 0 and all(empty[key] is None for key in SET_FIGURES)
 
 
 @pytest.mark.slow

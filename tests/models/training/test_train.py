@@ -6,6 +6,7 @@ import json
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -162,3 +163,76 @@ def test_the_pretrained_image_model_is_the_backbone_and_the_head_that_trained_on
     np.testing.assert_allclose(predict_probs(model, p.images[rows], len(rows)), probs[rows], atol=1e-4)
     assert len(list((tmp_path / "cache").rglob("*.npy"))) == int(p.has_image.sum())
     assert not model.get_layer("efficientnet_lite0").trainable
+
+
+@pytest.mark.slow
+def test_a_refitting_training_ships_models_that_learned_from_the_test_split_but_not_calibration(
+    tmp_path: Path, quick_catalogue: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import keras
+
+    from models.calibration import calibrate
+    from models.training import builders  # noqa: F401 - registers the custom layers
+    from models.training import train as training
+    from models.training.fit import predict_probs, strings
+    from models.training.hyperparameters import LABELS, Hyperparameters
+    from models.training.prepare import PreparedData
+
+    trained: list[tuple[set[str], object]] = []
+
+    def recording(p: PreparedData, hp: Hyperparameters) -> tuple[Any, dict]:
+        model, history = original(p, hp)
+        trained.append(({p.data.product_ids[i] for i in p.rows("train", p.has_text)}, model))
+        return model, history
+
+    original = training.train_text_model
+    monkeypatch.setattr(training, "train_text_model", recording)
+    # No delta: a finite threshold from the few calibration texts of 300 products.
+    hp = replace(
+        Hyperparameters.quick(),
+        refit=True,
+        text_epochs=2,
+        image_epochs=1,
+        image_size=32,
+        fusion_epochs=2,
+        word_vectors="",
+        conformal_delta=None,
+    )
+    dataset = load_challenge_folder(quick_catalogue).subset(list(range(240)))
+    bundle = train([dataset], tmp_path / "bundle", hyperparameters=hp, seed=0, export=False)
+
+    split = split_of(dataset.product_ids, seed=0)
+    texts = {
+        name: {
+            pid
+            for pid, s, t in zip(dataset.product_ids, split, dataset.texts, strict=True)
+            if s == name and t
+        }
+        for name in SPLITS
+    }
+    (selection_ids, _), (refit_ids, refit_model) = trained
+    assert selection_ids == texts["train"]
+    assert refit_ids == texts["train"] | texts["validation"] | texts["test"]
+    assert not refit_ids & texts["calibration"]
+
+    # The bundle ships the refitted text model, calibrated on the calibration split.
+    shipped = keras.models.load_model(bundle / "text.keras")
+    cal = [i for i, (s, t) in enumerate(zip(split, dataset.texts, strict=True)) if s == "calibration" and t]
+    cal_texts = strings([dataset.texts[i] for i in cal])
+    probs = predict_probs(shipped, cal_texts, len(cal))
+    np.testing.assert_allclose(probs, predict_probs(refit_model, cal_texts, len(cal)), atol=1e-5)
+    y = np.searchsorted(LABELS, dataset.labels[cal])
+    entry = json.loads((bundle / "calibration.json").read_text())["text"]
+    expected = calibrate(probs, y, alpha=hp.alpha, method=hp.conformal_method, delta=hp.conformal_delta)
+    assert entry["n"] == len(cal) and expected["threshold"] is not None
+    assert entry["threshold"] == pytest.approx(expected["threshold"], abs=1e-5)
+
+    # The figures are the selection run's, and say so; metadata and report tell what shipped.
+    metrics = json.loads((bundle / "metrics.json").read_text())
+    assert all("selection run" in metrics[kind]["scored_by"] for kind in ("text", "image", "fusion"))
+    assert {"marginal", "mondrian", "served"} <= set(metrics["text"]["sets"])
+    refit = json.loads((bundle / "metadata.json").read_text())["refit"]
+    assert refit["splits"] == ["train", "validation", "test"] and refit["epochs"]["text"] <= 2
+    assert refit["text"] == len(refit_ids)
+    report = (bundle / "report.md").read_text()
+    assert "refitted on train + validation + test" in report and "Mondrian" in report
