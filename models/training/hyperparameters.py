@@ -49,7 +49,7 @@ class Hyperparameters:
     # (models.training.sentence_features): "use3" or "" for none. USE v3 measured +1.8 points of
     # accuracy and 95% sets of 5.5 instead of 7.4 over three splits (docs/models.md). It reads
     # the first 128 tokens (<s>, </s> included): as accurate as all of them in cross-validation,
-    # and a long description then costs at most about 3 ms.
+    # and a long description then costs at most a few ms (12 ms worst, loaded machine).
     sentence_encoder: str = "use3"
     sentence_max_tokens: int = 128
     text_balanced: bool = True  # class weights n / (classes x count) in the text loss
