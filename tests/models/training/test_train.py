@@ -172,7 +172,7 @@ def test_a_refitting_training_ships_models_that_learned_from_the_test_split_but_
     import keras
 
     from models.calibration import calibrate
-    from models.training import builders  # noqa: F401 - registers the custom layers
+    from models.training import builders
     from models.training import train as training
     from models.training.fit import predict_probs, strings
     from models.training.hyperparameters import LABELS, Hyperparameters
@@ -187,13 +187,32 @@ def test_a_refitting_training_ships_models_that_learned_from_the_test_split_but_
 
     original = training.train_text_model
     monkeypatch.setattr(training, "train_text_model", recording)
+    # The image model: an untrained CNN stands in (two CNN trainings would double the test's
+    # time); what matters here is which products each stage is handed.
+    images: list[set[str]] = []
+
+    def image_stand_in(
+        p: PreparedData, hp: Hyperparameters, seed: int, *, feature_cache: Path | None = None
+    ) -> tuple[Any, dict, None]:
+        images.append({p.data.product_ids[i] for i in p.rows("train", p.has_image)})
+        model = builders.build_image_cnn(
+            len(LABELS),
+            size=hp.image_size,
+            filters=hp.image_filters,
+            top_filters=hp.image_top_filters,
+            histogram_bins=hp.histogram_bins,
+            dropout=hp.image_dropout,
+            flip_average=hp.flip_average,
+            members=1,
+        )
+        return model, {"loss": [1.0], "val_accuracy": [0.5]}, None
+
+    monkeypatch.setattr(training, "train_image_model", image_stand_in)
     # No delta: a finite threshold from the few calibration texts of 300 products.
     hp = replace(
         Hyperparameters.quick(),
         refit=True,
         text_epochs=2,
-        image_epochs=1,
-        image_size=32,
         fusion_epochs=2,
         word_vectors="",
         conformal_delta=None,
@@ -210,10 +229,19 @@ def test_a_refitting_training_ships_models_that_learned_from_the_test_split_but_
         }
         for name in SPLITS
     }
+    photos = {
+        name: {
+            pid
+            for pid, s, h in zip(dataset.product_ids, split, dataset.has_image, strict=True)
+            if s == name and h
+        }
+        for name in SPLITS
+    }
     (selection_ids, _), (refit_ids, refit_model) = trained
     assert selection_ids == texts["train"]
     assert refit_ids == texts["train"] | texts["validation"] | texts["test"]
     assert not refit_ids & texts["calibration"]
+    assert images == [photos["train"], photos["train"] | photos["validation"] | photos["test"]]
 
     # The bundle ships the refitted text model, calibrated on the calibration split.
     shipped = keras.models.load_model(bundle / "text.keras")
