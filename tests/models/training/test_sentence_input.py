@@ -60,18 +60,21 @@ def test_the_bundle_carries_the_encoder_and_says_what_the_text_model_reads(sente
     assert entry["name"] == "use3" and entry["max_tokens"] == meta["hyperparameters"]["sentence_max_tokens"]
     assert (sentence_bundle / entry["files"]["encoder"]).is_file()
     spec = json.loads((sentence_bundle / "serving" / "serving.json").read_text())
-    for kind in ("text", "fusion"):
-        sentence = [item for item in spec["models"][kind]["inputs"] if item["source"] == "sentence"]
-        assert sentence == [
-            {
-                "name": SENTENCE_INPUT,
-                "source": "sentence",
-                "encoder": ENCODER_FILE,
-                "tokenizer": "sentence_encoder.spm",
-                "max_tokens": entry["max_tokens"],
-            }
-        ]
+    sentence = [item for item in spec["models"]["text"]["inputs"] if item["source"] == "sentence"]
+    assert sentence == [
+        {
+            "name": SENTENCE_INPUT,
+            "source": "sentence",
+            "encoder": ENCODER_FILE,
+            "tokenizer": "sentence_encoder.spm",
+            "max_tokens": entry["max_tokens"],
+        }
+    ]
+    # The late fusion has no graph of its own: it is computed from the text graph's answer
+    # (which read the embedding) and the image graph's.
+    assert "late_fusion" in spec["models"]["fusion"] and "inputs" not in spec["models"]["fusion"]
     assert spec["parity_max_abs_diff"]["text"] <= 1e-4
+    assert spec["parity_max_abs_diff"]["fusion"] <= 1e-4
 
 
 def test_the_runtime_answers_as_the_keras_models_fed_the_same_embedding(sentence_bundle: Path) -> None:
@@ -100,15 +103,11 @@ def test_the_runtime_answers_as_the_keras_models_fed_the_same_embedding(sentence
     assert np.abs(other[0] - expected_text[0]).max() > 1e-4
 
 
-def test_the_text_and_fusion_models_share_one_encoder_capped_as_in_training(sentence_bundle: Path) -> None:
+def test_the_text_graph_reads_one_encoder_capped_as_in_training(sentence_bundle: Path) -> None:
     models = load_onnx_models(sentence_bundle)
-    encoders = [
-        source
-        for kind in ("text", "fusion")
-        for _, kind_source, source in models[kind].inputs
-        if kind_source == "sentence"
-    ]
-    assert len(encoders) == 2 and encoders[0] is encoders[1]
+    encoders = [source for _, kind_source, source in models["text"].inputs if kind_source == "sentence"]
+    assert len(encoders) == 1
+    assert "fusion" not in models  # computed from the text and image graphs' answers
     assert (
         encoders[0].max_tokens
         == json.loads((sentence_bundle / "metadata.json").read_text())["hyperparameters"][

@@ -180,8 +180,8 @@ def test_a_refitting_training_ships_models_that_learned_from_the_test_split_but_
 
     trained: list[tuple[set[str], object]] = []
 
-    def recording(p: PreparedData, hp: Hyperparameters) -> tuple[Any, dict]:
-        model, history = original(p, hp)
+    def recording(p: PreparedData, hp: Hyperparameters, **kwargs: Any) -> tuple[Any, dict]:
+        model, history = original(p, hp, **kwargs)
         trained.append(({p.data.product_ids[i] for i in p.rows("train", p.has_text)}, model))
         return model, history
 
