@@ -13,8 +13,8 @@ does it); images of any size, resized here, once, with `models.preprocessing.res
 the bundle's image size. A text model that reads a sentence encoder's embedding (an ONNX input
 of source "sentence") gets it computed here from the same text, by the encoder inside the
 bundle (`models.sentence_encoder.SentenceEncoder`, capped as in training). Every model is
-warmed up and checked on dummy input before `from_bundle` returns. Safe to call from many threads at once: ONNX Runtime sessions are
-thread-safe and the vectorisers are pure functions.
+warmed up and checked on dummy input before `from_bundle` returns. Safe to call from many
+threads at once: ONNX Runtime sessions are thread-safe and the vectorisers are pure functions.
 
 `models.training.keras_parity` builds the same class over the `.keras` models (TensorFlow), to
 check that the exports answer as the trained models do.
@@ -225,19 +225,33 @@ def bundle_sentence_encoder(path: Path, metadata: dict[str, Any], threads: int =
     if not entry:
         return None
     files = entry.get("files", {})
-    encoder_file, tokenizer_file = path / files.get("encoder", ""), path / files.get("tokenizer", "")
+    try:
+        return open_sentence_encoder(
+            path / files.get("encoder", ""),
+            path / files.get("tokenizer", ""),
+            max_tokens=entry.get("max_tokens"),
+            threads=threads,
+        )
+    except BundleError as exc:
+        raise BundleError(f"{path}: {exc}") from exc
+
+
+def open_sentence_encoder(
+    encoder_file: Path, tokenizer_file: Path, *, max_tokens: int | None, threads: int = 1
+) -> SentenceEncoder:
+    """The sentence encoder whose files these are (what metadata.json or serving.json names).
+
+    Raises:
+        BundleError: They are not `ENCODER_FILE` and `TOKENIZER_FILE` in one folder, or do not load.
+    """
     if (encoder_file.name, tokenizer_file.name) != (ENCODER_FILE, TOKENIZER_FILE) or (
         encoder_file.parent != tokenizer_file.parent
     ):
-        raise BundleError(
-            f"{path}: the sentence encoder must be {ENCODER_FILE} and {TOKENIZER_FILE} in one folder"
-        )
+        raise BundleError(f"the sentence encoder must be {ENCODER_FILE} and {TOKENIZER_FILE} in one folder")
     try:
-        return SentenceEncoder.from_dir(
-            encoder_file.parent, threads=threads, max_tokens=entry.get("max_tokens")
-        )
+        return SentenceEncoder.from_dir(encoder_file.parent, threads=threads, max_tokens=max_tokens)
     except Exception as exc:
-        raise BundleError(f"{path}: the sentence encoder does not load: {exc}") from exc
+        raise BundleError(f"the sentence encoder does not load: {exc}") from exc
 
 
 def load_onnx_models(path: Path, threads: int = 1) -> dict[str, OnnxModel]:
@@ -261,18 +275,17 @@ def load_onnx_models(path: Path, threads: int = 1) -> dict[str, OnnxModel]:
             vectorizers[file] = NumpyTextVectorizer.load(file)
         return vectorizers[file]
 
-    # The text and fusion models read the same embedding: the encoder is loaded once.
-    encoders: dict[tuple[Path, int | None], SentenceEncoder] = {}
+    # A text model and a graph that embeds it (the `concat` fusion) read the same embedding:
+    # the encoder is loaded once.
+    encoders: dict[tuple[str, str, int | None], SentenceEncoder] = {}
 
     def sentence_encoder(item: dict[str, Any]) -> SentenceEncoder:
-        folder, max_tokens = (path / SERVING_DIR / item["encoder"]).parent, item.get("max_tokens")
-        if (item["encoder"], item["tokenizer"]) != (ENCODER_FILE, TOKENIZER_FILE):
-            raise BundleError(f"the sentence encoder must be {ENCODER_FILE} and {TOKENIZER_FILE}")
-        if (folder, max_tokens) not in encoders:
-            encoders[folder, max_tokens] = SentenceEncoder.from_dir(
-                folder, threads=threads, max_tokens=max_tokens
+        key = (item["encoder"], item["tokenizer"], item.get("max_tokens"))
+        if key not in encoders:
+            encoders[key] = open_sentence_encoder(
+                path / SERVING_DIR / key[0], path / SERVING_DIR / key[1], max_tokens=key[2], threads=threads
             )
-        return encoders[folder, max_tokens]
+        return encoders[key]
 
     def from_text(item: dict[str, Any]) -> NumpyTextVectorizer | SentenceEncoder | None:
         if item["source"] == "text":

@@ -64,6 +64,7 @@ from models.training.hyperparameters import (
     FUSION_ARCHS,
     IMAGE_ARCHS,
     LABELS,
+    SENTENCE_ENCODERS,
     TEXT_ARCHS,
     Hyperparameters,
     resolve_hyperparameters,
@@ -237,6 +238,22 @@ def train_image_pretrained(
     return builders.build_image_pretrained(backbone, head, size=hp.image_size), history, probs
 
 
+def build_image_cnn(hp: Hyperparameters, members: int | None = None) -> Any:
+    """The untrained image CNN that `hp` describes (`members`: `hp.image_members` by default)."""
+    from models.training import builders
+
+    return builders.build_image_cnn(
+        len(LABELS),
+        size=hp.image_size,
+        filters=hp.image_filters,
+        top_filters=hp.image_top_filters,
+        histogram_bins=hp.histogram_bins,
+        dropout=hp.image_dropout,
+        flip_average=hp.flip_average,
+        members=hp.image_members if members is None else members,
+    )
+
+
 def train_image_cnn(p: PreparedData, hp: Hyperparameters, seed: int = 0) -> tuple[Any, History]:
     """Build the image CNN and fit each of its members on the train split, early-stopped on
     validation. The members are seeded from `seed` alone (not from what ran before), so the
@@ -252,16 +269,7 @@ def train_image_cnn(p: PreparedData, hp: Hyperparameters, seed: int = 0) -> tupl
         "image model: %d training images, %d validation, %d member(s)", len(rows), len(val), hp.image_members
     )
     keras.utils.set_random_seed(seed + 1000)
-    model = builders.build_image_cnn(
-        len(LABELS),
-        size=hp.image_size,
-        filters=hp.image_filters,
-        top_filters=hp.image_top_filters,
-        histogram_bins=hp.histogram_bins,
-        dropout=hp.image_dropout,
-        flip_average=hp.flip_average,
-        members=hp.image_members,
-    )
+    model = build_image_cnn(hp)
     steps_per_epoch = int(np.ceil(len(rows) / hp.batch_size))
     history: dict[str, list[float]] = {}
     for member in range(hp.image_members):
@@ -831,7 +839,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--sentence-encoder",
-        choices=("use3", "none"),
+        choices=[name or "none" for name in SENTENCE_ENCODERS],
         help="the text model's sentence-embedding input (default: the hyperparameters'; none: without)",
     )
     parser.add_argument(

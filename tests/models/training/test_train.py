@@ -172,7 +172,6 @@ def test_a_refitting_training_ships_models_that_learned_from_the_test_split_but_
     import keras
 
     from models.calibration import calibrate
-    from models.training import builders
     from models.training import train as training
     from models.training.fit import predict_probs, strings
     from models.training.hyperparameters import LABELS, Hyperparameters
@@ -195,17 +194,7 @@ def test_a_refitting_training_ships_models_that_learned_from_the_test_split_but_
         p: PreparedData, hp: Hyperparameters, seed: int, *, feature_cache: Path | None = None
     ) -> tuple[Any, dict, None]:
         images.append({p.data.product_ids[i] for i in p.rows("train", p.has_image)})
-        model = builders.build_image_cnn(
-            len(LABELS),
-            size=hp.image_size,
-            filters=hp.image_filters,
-            top_filters=hp.image_top_filters,
-            histogram_bins=hp.histogram_bins,
-            dropout=hp.image_dropout,
-            flip_average=hp.flip_average,
-            members=1,
-        )
-        return model, {"loss": [1.0], "val_accuracy": [0.5]}, None
+        return training.build_image_cnn(hp, members=1), {"loss": [1.0], "val_accuracy": [0.5]}, None
 
     monkeypatch.setattr(training, "train_image_model", image_stand_in)
     # No delta: a finite threshold from the few calibration texts of 300 products.
@@ -221,22 +210,14 @@ def test_a_refitting_training_ships_models_that_learned_from_the_test_split_but_
     bundle = train([dataset], tmp_path / "bundle", hyperparameters=hp, seed=0, export=False)
 
     split = split_of(dataset.product_ids, seed=0)
-    texts = {
-        name: {
-            pid
-            for pid, s, t in zip(dataset.product_ids, split, dataset.texts, strict=True)
-            if s == name and t
+
+    def by_split(has: Any) -> dict[str, set[str]]:
+        return {
+            name: {pid for pid, s, h in zip(dataset.product_ids, split, has, strict=True) if s == name and h}
+            for name in SPLITS
         }
-        for name in SPLITS
-    }
-    photos = {
-        name: {
-            pid
-            for pid, s, h in zip(dataset.product_ids, split, dataset.has_image, strict=True)
-            if s == name and h
-        }
-        for name in SPLITS
-    }
+
+    texts, photos = by_split(dataset.texts), by_split(dataset.has_image)
     (selection_ids, _), (refit_ids, refit_model) = trained
     assert selection_ids == texts["train"]
     assert refit_ids == texts["train"] | texts["validation"] | texts["test"]
