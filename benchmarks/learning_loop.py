@@ -851,7 +851,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     traffic.requests += len(seen["statuses"])
     marks.append((honest(), "repair promoted"))
     if report["promoted_version"] is None:
-        raise RuntimeError(f"the repair was not promoted: {report['gate']}")
+        raise RuntimeError(
+            f"the repair was not promoted: the shadow run's gate: {report['shadow']['first_gate']}; "
+            f"the promotion run's: {report['gate']}"
+        )
 
     # -- 4. after ------------------------------------------------------------------------------
     after_start = datetime.now(UTC)
@@ -934,6 +937,11 @@ def _gate_summary(record: dict[str, Any] | None) -> dict[str, Any] | None:
     summary["live_holdout"] = {
         k: live.get(k) for k in ("rows", "judged", "candidate_score", "production_score")
     }
+    if live.get("kinds"):  # judged per kind too, against noise with the holdout's paired counts
+        summary["live_holdout"]["kinds"] = [
+            {k: kind.get(k) for k in ("kind", "n", "delta", "p_worse", "p_adjusted")}
+            for kind in live["kinds"]
+        ]
     closed = record.get("closed")
     if closed:  # the fixed split's own categories, judged when the live holdout was better
         summary["closed_view"] = {

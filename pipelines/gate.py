@@ -35,7 +35,11 @@ when what sellers list changes, the recent confirmations are the better witness.
 also takes both models' metrics on a *live holdout*: products sellers confirmed recently that
 the candidate did not train on. With at least `min_live_rows` of them, the candidate must also
 not be worse there: its n-weighted weighted F1 may not fall below production's by more than
-`max_live_drop`, nor any kind's (per-class recalls are not compared on a set this small). The
+`max_live_drop`, nor any kind's (per-class recalls are not compared on a set this small). With
+the live holdout's own paired counts (`live["paired"]`), a kind's loss there counts only when
+McNemar's test says so, as in rule 2: at first the holdout has a few dozen products per kind,
+where one answer moves a kind's F1 by several points and would refuse a repair far better
+overall. The
 improvement of rule 1 may come from either evidence: a candidate that is better on the live
 holdout (by more than `min_improvement`) and not worse on the fixed split (rules 2 and 3) is
 promoted: that is the repair of a shift, which the
@@ -320,6 +324,8 @@ def _with_live(
         min_improvement=-max_live_drop - 1e-12,
         max_recall_drop=1.0,
         max_kind_drop=max_live_drop,
+        # A kind's loss on a few dozen live products is judged against noise, as on the split.
+        paired=live.get("paired"),
     )
     better = compared.improvement is not None and compared.improvement > min_improvement
     record.update(

@@ -300,8 +300,9 @@ def evaluate_step(settings: Settings, snapshot: dict[str, Any], candidate: dict[
         candidate_metrics = evaluate_bundle(
             bundle, dataset, outcomes=candidate_outcomes, closed=candidate_closed
         )
+        live_outcomes: dict[str, dict[str, dict[str, bool]]] = {"candidate": {}, "production": {}}
         if len(live_set):
-            live["candidate"] = evaluate_bundle(bundle, live_set)
+            live["candidate"] = evaluate_bundle(bundle, live_set, outcomes=live_outcomes["candidate"])
         production_metrics = None
         if production_version is not None:
             production_dir = model_store.download(production_version, Path(tmp) / "production")
@@ -309,7 +310,11 @@ def evaluate_step(settings: Settings, snapshot: dict[str, Any], candidate: dict[
                 production_dir, dataset, outcomes=production_outcomes, closed=production_closed
             )
             if len(live_set):
-                live["production"] = evaluate_bundle(production_dir, live_set)
+                live["production"] = evaluate_bundle(
+                    production_dir, live_set, outcomes=live_outcomes["production"]
+                )
+    # The live holdout's losses are judged against sampling noise too: it is small at first.
+    live["paired"] = paired_counts(live_outcomes["candidate"], live_outcomes["production"])
     evaluation = {
         "snapshot_uri": snapshot["uri"],
         "eval_rows": len(dataset),

@@ -245,6 +245,26 @@ def test_a_live_loss_within_the_tolerance_does_not_refuse():
     assert json.loads(json.dumps(decision.as_dict()))["evidence"] == "held_out+live_holdout"
 
 
+def test_a_kind_loss_on_a_small_live_holdout_is_judged_against_noise_when_paired_counts_say():
+    # The repair of a shift, far better on the live holdout overall, loses 0.04 on its 40 live
+    # images: two products only production gets right, one only the candidate. Noise.
+    repair = metrics(0.775, 0.60, 0.82)  # not worse on the fixed split, no gain there
+    small = {"rows": 95, **live(metrics(0.70, 0.30, 0.70), metrics(0.40, 0.34, 0.40))}
+    noise = {"image": {"n": 40, "production_only": 2, "candidate_only": 1}}
+    real = {"image": {"n": 40, "production_only": 12, "candidate_only": 1}}
+
+    kept = decide(repair, PRODUCTION, **LIMITS, live={**small, "paired": noise})
+    refused = decide(repair, PRODUCTION, **LIMITS, live={**small, "paired": real})
+
+    assert kept.promote is True, kept.reason
+    assert kept.evidence == "live_holdout+held_out"
+    assert {k["kind"]: k["p_worse"] for k in kept.live["kinds"]}["image"] > 0.05
+    assert refused.promote is False and refused.live["passed"] is False
+    assert "image -0.0400 (McNemar p" in refused.live["reason"]
+    # Without paired counts every live loss beyond tolerance counts, as before.
+    assert decide(repair, PRODUCTION, **LIMITS, live=small).promote is False
+
+
 # -- shadow evidence ------------------------------------------------------------------------------
 
 
