@@ -166,6 +166,10 @@ def read_rows(handle: IO[str]) -> list[dict[str, Any]]:
     return rows
 
 
+# Put in the queue by stop(): ends the writer thread's idle wait at once, never written.
+_WAKE: dict[str, Any] = {}
+
+
 class LogWriter:
     """A background batch writer of `prediction_logs` rows."""
 
@@ -238,6 +242,8 @@ class LogWriter:
         """Write everything queued within `timeout` s (default `drain_seconds`), spill the rest."""
         deadline = time.monotonic() + (self._drain_seconds if timeout is None else timeout)
         self._stop.set()
+        with contextlib.suppress(queue.Full):  # a full queue: the thread is not waiting on it
+            self._queue.put_nowait(_WAKE)
         if self._thread is not None:
             self._thread.join(max(0.0, deadline - time.monotonic()))
             if self._thread.is_alive():  # stuck in a database call: spill behind its back
@@ -274,10 +280,13 @@ class LogWriter:
                         self._pending.append(self._fallback.popleft())
                 else:
                     try:
-                        self._pending.append(self._queue.get(timeout=self._flush_seconds))
+                        row = self._queue.get(timeout=self._flush_seconds)
                     except queue.Empty:
                         self._sync_and_replay()
                         continue
+                    if row is _WAKE:
+                        continue
+                    self._pending.append(row)
                 self._drain_into_pending()
             if self._write_pending():
                 backoff = 0.1
@@ -292,9 +301,11 @@ class LogWriter:
     def _drain_into_pending(self, *, everything: bool = False) -> None:
         while everything or len(self._pending) < self._batch_size:
             try:
-                self._pending.append(self._queue.get_nowait())
+                row = self._queue.get_nowait()
             except queue.Empty:
                 break
+            if row is not _WAKE:
+                self._pending.append(row)
 
     def _write_pending(self) -> bool:
         """Write the first batch of `_pending`; False when the database is unreachable."""

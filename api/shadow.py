@@ -12,6 +12,7 @@ console and the promotion gate show them.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import random
@@ -30,6 +31,8 @@ from store.model_cache import ModelCache
 logger = logging.getLogger(__name__)
 
 QUEUE_MAX = 1000
+# Put in the queue by stop(): the worker's wait ends at once; never answered.
+_WAKE = ("", "", "", None)
 BATCH = 50
 
 
@@ -83,6 +86,8 @@ class ShadowRunner:
 
     def stop(self) -> None:
         self._stop.set()
+        with contextlib.suppress(queue.Full):  # ends the worker's wait on an empty queue now
+            self._queue.put_nowait(_WAKE)
         for thread in self._threads:
             thread.join(timeout=5)
 
@@ -150,7 +155,7 @@ class ShadowRunner:
 
     def _answer(self, job: tuple[str, str, str, Any]) -> dict[str, Any] | None:
         runtime, version = self._runtime, self.version
-        if runtime is None or version is None:
+        if runtime is None or version is None or job is _WAKE:
             return None
         request_id, kind, text, image = job
         started = time.perf_counter()

@@ -76,6 +76,21 @@ def test_stop_flushes_everything_still_queued(session_factory):
     assert count(session_factory) == 7
 
 
+def test_an_idle_writer_stops_at_once_not_after_its_flush_interval(session_factory):
+    # A worker's shutdown (and every test app's) waited for the writer's idle wait to end.
+    writer = LogWriter(session_factory, flush_seconds=5.0)
+    writer.start()
+    writer.submit(row())
+    assert writer.flush()
+    time.sleep(0.1)  # the writer is back waiting on an empty queue
+    started = time.monotonic()
+    writer.stop()
+    assert time.monotonic() - started < 1.0
+    writer.submit(row())  # what comes after stop is not lost either: written at the next stop
+    writer.stop()
+    assert count(session_factory) == 2
+
+
 def test_rows_that_cannot_be_written_at_shutdown_are_spilled_and_replayed(session_factory, tmp_path):
     spill = tmp_path / "spill"
     down = FlakyFactory(session_factory, failures=10**6)

@@ -83,6 +83,17 @@ def test_without_a_shadow_pointer_nothing_runs(session_factory):
     assert runtime.calls == 0 and shadow.status()["version"] is None
 
 
+def test_an_idle_runner_stops_at_once(session_factory):
+    shadow, _ = runner(session_factory, 1.0, FakeRuntime(best=40))
+    shadow.start()
+    time.sleep(0.1)  # its worker waits on an empty queue
+    started = time.monotonic()
+    shadow.stop()
+
+    assert time.monotonic() - started < 0.3
+    assert not any(thread.is_alive() for thread in shadow._threads)
+
+
 def test_the_shadowed_version_answers_off_the_request_path_and_both_live_hit_rates_are_read(session_factory):
     runtime = FakeRuntime(best=40)
     shadow, cache = runner(session_factory, 1.0, runtime)
