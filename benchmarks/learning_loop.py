@@ -916,6 +916,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
+def _kind_figures(kinds: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    """Each compared kind's loss and McNemar p-values, as a gate record holds them."""
+    return [
+        {k: kind[k] for k in ("kind", "n", "delta", "p_worse", "p_adjusted") if k in kind}
+        for kind in kinds or []
+    ]
+
+
 def _gate_summary(record: dict[str, Any] | None) -> dict[str, Any] | None:
     if record is None:
         return None
@@ -929,28 +937,19 @@ def _gate_summary(record: dict[str, Any] | None) -> dict[str, Any] | None:
         "candidate_version",
     )
     summary = {k: record.get(k) for k in keep if k in record}
-    summary["kinds"] = [
-        {k: kind.get(k) for k in ("kind", "n", "delta", "p_worse", "p_adjusted")}
-        for kind in record.get("kinds") or []
-    ]
+    summary["kinds"] = _kind_figures(record.get("kinds"))
     live = record.get("live") or {}
     summary["live_holdout"] = {
         k: live.get(k) for k in ("rows", "judged", "candidate_score", "production_score")
     }
     if live.get("kinds"):  # judged per kind too, against noise with the holdout's paired counts
-        summary["live_holdout"]["kinds"] = [
-            {k: kind.get(k) for k in ("kind", "n", "delta", "p_worse", "p_adjusted")}
-            for kind in live["kinds"]
-        ]
+        summary["live_holdout"]["kinds"] = _kind_figures(live["kinds"])
     closed = record.get("closed")
     if closed:  # the fixed split's own categories, judged when the live holdout was better
         summary["closed_view"] = {
             "classes": len(closed.get("classes") or []),
             "passed": closed.get("passed"),
-            "kinds": [
-                {k: kind.get(k) for k in ("kind", "delta", "p_worse", "p_adjusted")}
-                for kind in closed.get("kinds") or []
-            ],
+            "kinds": _kind_figures(closed.get("kinds")),
         }
     return summary
 

@@ -39,11 +39,10 @@ not be worse there: its n-weighted weighted F1 may not fall below production's b
 the live holdout's own paired counts (`live["paired"]`), a kind's loss there counts only when
 McNemar's test says so, as in rule 2: at first the holdout has a few dozen products per kind,
 where one answer moves a kind's F1 by several points and would refuse a repair far better
-overall. The
-improvement of rule 1 may come from either evidence: a candidate that is better on the live
-holdout (by more than `min_improvement`) and not worse on the fixed split (rules 2 and 3) is
-promoted: that is the repair of a shift, which the
-fixed split, made of the catalogue as it was, cannot see. A loss beyond tolerance on either
+overall. The improvement of rule 1 may come from either evidence: a candidate that is better on
+the live holdout (by more than `min_improvement`) and not worse on the fixed split (rules 2 and
+3) is promoted: that is the repair of a shift, which the fixed split, made of the catalogue as
+it was, cannot see. A loss beyond tolerance on either
 evidence refuses.
 
 **The price of new categories.** A repair that learns a category the fixed split does not hold

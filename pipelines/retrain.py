@@ -300,9 +300,11 @@ def evaluate_step(settings: Settings, snapshot: dict[str, Any], candidate: dict[
         candidate_metrics = evaluate_bundle(
             bundle, dataset, outcomes=candidate_outcomes, closed=candidate_closed
         )
-        live_outcomes: dict[str, dict[str, dict[str, bool]]] = {"candidate": {}, "production": {}}
+        # The live holdout's losses are judged against sampling noise too: it is small at first.
+        live_candidate_outcomes: dict[str, dict[str, bool]] = {}
+        live_production_outcomes: dict[str, dict[str, bool]] = {}
         if len(live_set):
-            live["candidate"] = evaluate_bundle(bundle, live_set, outcomes=live_outcomes["candidate"])
+            live["candidate"] = evaluate_bundle(bundle, live_set, outcomes=live_candidate_outcomes)
         production_metrics = None
         if production_version is not None:
             production_dir = model_store.download(production_version, Path(tmp) / "production")
@@ -311,10 +313,9 @@ def evaluate_step(settings: Settings, snapshot: dict[str, Any], candidate: dict[
             )
             if len(live_set):
                 live["production"] = evaluate_bundle(
-                    production_dir, live_set, outcomes=live_outcomes["production"]
+                    production_dir, live_set, outcomes=live_production_outcomes
                 )
-    # The live holdout's losses are judged against sampling noise too: it is small at first.
-    live["paired"] = paired_counts(live_outcomes["candidate"], live_outcomes["production"])
+    live["paired"] = paired_counts(live_candidate_outcomes, live_production_outcomes)
     evaluation = {
         "snapshot_uri": snapshot["uri"],
         "eval_rows": len(dataset),
