@@ -713,6 +713,8 @@ def train(
         raise FileExistsError(f"{out_dir} exists and is not an empty directory")
     keras.utils.set_random_seed(seed)
     p = prepare_data(datasets, seed=seed, image_size=hp.image_size)
+    # The bundle is written inside the block: a refitting run without a cache of its own keeps
+    # its features and the exported sentence encoder in `scratch`, and the bundle copies that.
     with tempfile.TemporaryDirectory(prefix="features-") as scratch:
         # A refitting run without a cache of its own still computes each backbone feature once.
         cache = feature_cache or (Path(scratch) if hp.refit else None)
@@ -723,25 +725,25 @@ def train(
         if hp.refit:
             shipped, refit = refit_models(p, hp, models, seed, feature_cache=cache)
             calibration = calibrate_models(p, hp, shipped, seed)
-    for figures in evaluation.metrics.values():
-        figures["scored_by"] = SCORED_BY_SELECTION
-    metadata = bundle_metadata(p, hp, shipped, evaluation, seed=seed, quick=quick, export=export)
-    metadata["refit"] = refit
-    sample_rows = p.rows("test", p.both)[:8]
-    if not len(sample_rows):
-        sample_rows = p.rows("test", p.has_text | p.has_image)[:8]
-    write_bundle(
-        out_dir,
-        metadata=metadata,
-        calibration=calibration,
-        models=shipped,
-        histories=models.histories,
-        evaluation=evaluation,
-        sample_texts=[str(t) for t in p.texts[sample_rows]],
-        sample_images=p.images[sample_rows],
-        started=started,
-        export=export,
-    )
+        for figures in evaluation.metrics.values():
+            figures["scored_by"] = SCORED_BY_SELECTION
+        metadata = bundle_metadata(p, hp, shipped, evaluation, seed=seed, quick=quick, export=export)
+        metadata["refit"] = refit
+        sample_rows = p.rows("test", p.both)[:8]
+        if not len(sample_rows):
+            sample_rows = p.rows("test", p.has_text | p.has_image)[:8]
+        write_bundle(
+            out_dir,
+            metadata=metadata,
+            calibration=calibration,
+            models=shipped,
+            histories=models.histories,
+            evaluation=evaluation,
+            sample_texts=[str(t) for t in p.texts[sample_rows]],
+            sample_images=p.images[sample_rows],
+            started=started,
+            export=export,
+        )
     return out_dir
 
 
