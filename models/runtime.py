@@ -348,28 +348,29 @@ def _usable_cpus() -> int:
 def _onnx_predict(path: Path, threads: int, n_labels: int, concurrent_runs: int) -> Predict:
     models = load_onnx_models(path, threads)
     fusion = load_late_fusion(path, n_labels)
-    # Session calls in flight at once (`ModelRuntime.from_bundle`); vectorising waits outside.
+    # Session calls in flight at once (`ModelRuntime.from_bundle`). Vectorising (Python and
+    # NumPy) waits outside; the sentence encoder is a session call like the model's own, so it
+    # runs inside: 8 requests would otherwise run 8 encoder sessions at once on 2 cores.
     gate = threading.BoundedSemaphore(concurrent_runs)
-
-    def run(kind: str, text: str, image: np.ndarray | None) -> np.ndarray:
-        model = models[kind]
-        feeds = {
-            name: vectorizer.transform([text]) if vectorizer is not None else image[None]
-            for name, _source, vectorizer in model.inputs
-        }
-        with gate:
-            return model.session.run(None, feeds)[0][0]
 
     def run_many(kind: str, texts: list[str] | None, images: list[np.ndarray] | None) -> np.ndarray:
         model = models[kind]
+        texts = [t or "" for t in texts or []]
         feeds = {
-            name: vectorizer.transform([t or "" for t in texts or []])
-            if vectorizer is not None
-            else np.stack(images or [])
-            for name, _source, vectorizer in model.inputs
+            name: source.transform(texts)
+            for name, _kind, source in model.inputs
+            if isinstance(source, NumpyTextVectorizer)
         }
         with gate:
+            for name, _kind, source in model.inputs:
+                if isinstance(source, SentenceEncoder):
+                    feeds[name] = source.transform(texts)
+                elif source is None:
+                    feeds[name] = np.stack(images or [])
             return model.session.run(None, feeds)[0]
+
+    def run(kind: str, text: str, image: np.ndarray | None) -> np.ndarray:
+        return run_many(kind, [text], None if image is None else [image])[0]
 
     def predict(kind: str, text: str, image: np.ndarray | None) -> np.ndarray:
         if kind == "fusion" and fusion is not None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,11 +11,13 @@ import pytest
 from models.bundle import BundleError
 from models.preprocessing import resize_image
 from models.runtime import ModelRuntime
+from models.sentence_encoder import ENCODER_FILE, SENTENCE_INPUT, SPEC_FILE, TOKENIZER_FILE, SentenceEncoder
 from models.training.keras_parity import keras_runtime as keras_runtime_of
 from models.training.keras_parity import load_keras_models
 from tests.models.test_runtime import TEXTS, _broken, _images
 
 pytestmark = pytest.mark.slow
+SENTENCE_ENCODER_FILES = {ENCODER_FILE, TOKENIZER_FILE, SPEC_FILE}
 
 
 @pytest.fixture(scope="module")
@@ -30,11 +31,14 @@ def test_runtime_predictions_equal_the_keras_models(runtime: ModelRuntime, quick
     models = load_keras_models(quick_bundle)
     images = _images(len(TEXTS))
     resized = np.stack([resize_image(img, runtime.image_size) for img in images])
-    texts = tf.constant(TEXTS)
+    # The quick text model also reads the sentence encoder's embedding, as the shipped one does.
+    cap = json.loads((quick_bundle / "metadata.json").read_text())["sentence_encoder"]["max_tokens"]
+    embeddings = SentenceEncoder.from_dir(quick_bundle / "serving", max_tokens=cap).encode(TEXTS)
+    text_inputs = {"text": tf.constant(TEXTS), SENTENCE_INPUT: tf.constant(embeddings)}
     expected = {
-        "text": np.asarray(models["text"](texts)),
+        "text": np.asarray(models["text"](text_inputs)),
         "image": np.asarray(models["image"](resized)),
-        "fusion": np.asarray(models["fusion"]({"text": texts, "image": tf.constant(resized)})),
+        "fusion": np.asarray(models["fusion"]({**text_inputs, "image": tf.constant(resized)})),
     }
     for i, (text, image) in enumerate(zip(TEXTS, images, strict=True)):
         np.testing.assert_allclose(runtime.predict_text(text), expected["text"][i], atol=1e-4)
@@ -50,7 +54,10 @@ def test_a_bundle_without_serving_exports_is_served_by_the_keras_engine_with_the
     runtime: ModelRuntime, quick_bundle: Path, tmp_path: Path
 ) -> None:
     bundle = _broken(quick_bundle, tmp_path)
-    shutil.rmtree(bundle / "serving")
+    # The exports go; the sentence encoder's files stay (the Keras text model reads its embedding).
+    for file in (bundle / "serving").iterdir():
+        if file.name not in SENTENCE_ENCODER_FILES:
+            file.unlink()
     metadata = json.loads((bundle / "metadata.json").read_text())
     with pytest.raises(BundleError, match="serving"):
         ModelRuntime.from_bundle(bundle)  # a shipped bundle must have its exports

@@ -1,11 +1,12 @@
-"""A text model that reads the sentence encoder: trained, bundled with its encoder, served as trained."""
+"""A text model that reads the sentence encoder: trained, bundled with its encoder, served as trained.
+
+The session's quick bundle is such a bundle: the quick preset reads USE v3 as the shipped one does.
+"""
 
 from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import replace
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -20,45 +21,12 @@ from tests.models.test_runtime import TEXTS, _images
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def sentence_bundle(tmp_path_factory, quick_catalogue: Path, sentence_encoder_dir: Path) -> Path:
-    """A tiny bundle whose text model reads the USE embedding (few products, epochs and n-grams).
-
-    The feature cache is seeded with the session's export of the encoder, so it is not exported twice.
-    """
-    from models.data import load_challenge_folder
-    from models.training.hyperparameters import Hyperparameters
-    from models.training.sentence_encoder import PACKAGE
-    from models.training.train import train
-
-    cache = tmp_path_factory.mktemp("feature-cache")
-    (cache / "encoders").mkdir()
-    shutil.copytree(sentence_encoder_dir, cache / "encoders" / f"use3-{metadata.version(PACKAGE)}")
-    data = load_challenge_folder(quick_catalogue)
-    hp = replace(
-        Hyperparameters.quick(),
-        sentence_encoder="use3",
-        word_vectors="",
-        word_tokens=1_000,
-        char_tokens=1_000,
-        title_tokens=500,
-        text_epochs=3,
-        image_size=32,
-        image_filters=(8, 16),
-        image_top_filters=16,
-        image_epochs=1,
-        fusion_epochs=2,
-    )
-    out = tmp_path_factory.mktemp("sentence-bundle") / "bundle"
-    return train([data.subset(np.arange(300))], out, hyperparameters=hp, seed=0, feature_cache=cache)
-
-
-def test_the_bundle_carries_the_encoder_and_says_what_the_text_model_reads(sentence_bundle: Path) -> None:
-    meta = json.loads((sentence_bundle / "metadata.json").read_text())
+def test_the_bundle_carries_the_encoder_and_says_what_the_text_model_reads(quick_bundle: Path) -> None:
+    meta = json.loads((quick_bundle / "metadata.json").read_text())
     entry = meta["sentence_encoder"]
     assert entry["name"] == "use3" and entry["max_tokens"] == meta["hyperparameters"]["sentence_max_tokens"]
-    assert (sentence_bundle / entry["files"]["encoder"]).is_file()
-    spec = json.loads((sentence_bundle / "serving" / "serving.json").read_text())
+    assert (quick_bundle / entry["files"]["encoder"]).is_file()
+    spec = json.loads((quick_bundle / "serving" / "serving.json").read_text())
     sentence = [item for item in spec["models"]["text"]["inputs"] if item["source"] == "sentence"]
     assert sentence == [
         {
@@ -76,16 +44,16 @@ def test_the_bundle_carries_the_encoder_and_says_what_the_text_model_reads(sente
     assert spec["parity_max_abs_diff"]["fusion"] <= 1e-4
 
 
-def test_the_runtime_answers_as_the_keras_models_fed_the_same_embedding(sentence_bundle: Path) -> None:
+def test_the_runtime_answers_as_the_keras_models_fed_the_same_embedding(quick_bundle: Path) -> None:
     import tensorflow as tf
 
     from models.preprocessing import resize_image
     from models.training.keras_parity import load_keras_models
 
-    runtime = ModelRuntime.from_bundle(sentence_bundle)
-    models = load_keras_models(sentence_bundle)
-    cap = json.loads((sentence_bundle / "metadata.json").read_text())["sentence_encoder"]["max_tokens"]
-    embeddings = SentenceEncoder.from_dir(sentence_bundle / "serving", max_tokens=cap).encode(TEXTS)
+    runtime = ModelRuntime.from_bundle(quick_bundle)
+    models = load_keras_models(quick_bundle)
+    cap = json.loads((quick_bundle / "metadata.json").read_text())["sentence_encoder"]["max_tokens"]
+    embeddings = SentenceEncoder.from_dir(quick_bundle / "serving", max_tokens=cap).encode(TEXTS)
     images = _images(len(TEXTS))
     resized = np.stack([resize_image(img, runtime.image_size) for img in images])
     feeds = {"text": tf.constant(TEXTS), SENTENCE_INPUT: tf.constant(embeddings)}
@@ -102,22 +70,20 @@ def test_the_runtime_answers_as_the_keras_models_fed_the_same_embedding(sentence
     assert np.abs(other[0] - expected_text[0]).max() > 1e-4
 
 
-def test_the_text_graph_reads_one_encoder_capped_as_in_training(sentence_bundle: Path) -> None:
-    models = load_onnx_models(sentence_bundle)
+def test_the_text_graph_reads_one_encoder_capped_as_in_training(quick_bundle: Path) -> None:
+    models = load_onnx_models(quick_bundle)
     encoders = [source for _, kind_source, source in models["text"].inputs if kind_source == "sentence"]
     assert len(encoders) == 1
     assert "fusion" not in models  # computed from the text and image graphs' answers
     assert (
         encoders[0].max_tokens
-        == json.loads((sentence_bundle / "metadata.json").read_text())["hyperparameters"][
-            "sentence_max_tokens"
-        ]
+        == json.loads((quick_bundle / "metadata.json").read_text())["hyperparameters"]["sentence_max_tokens"]
     )
 
 
-def test_a_bundle_without_its_sentence_encoder_is_refused(sentence_bundle: Path, tmp_path: Path) -> None:
+def test_a_bundle_without_its_sentence_encoder_is_refused(quick_bundle: Path, tmp_path: Path) -> None:
     copy = tmp_path / "bundle"
-    shutil.copytree(sentence_bundle, copy)
+    shutil.copytree(quick_bundle, copy)
     (copy / "serving" / ENCODER_FILE).unlink()
     with pytest.raises(BundleError, match="sentence encoder's encoder"):
         validate_bundle(copy, require_serving=False)  # the Keras engine needs it too
@@ -125,10 +91,10 @@ def test_a_bundle_without_its_sentence_encoder_is_refused(sentence_bundle: Path,
         ModelRuntime.from_bundle(copy)
 
 
-def test_serving_the_bundle_imports_no_tensorflow(sentence_bundle: Path) -> None:
+def test_serving_the_bundle_imports_no_tensorflow(quick_bundle: Path) -> None:
     code = (
         "from models.runtime import ModelRuntime\n"
-        f"runtime = ModelRuntime.from_bundle({str(sentence_bundle)!r})\n"
+        f"runtime = ModelRuntime.from_bundle({str(quick_bundle)!r})\n"
         "runtime.predict_text('bâche de piscine')"
     )
     assert heavy_modules_after(code) == "[]"

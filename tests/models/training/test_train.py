@@ -54,14 +54,21 @@ def test_balanced_class_weights_give_every_class_the_same_total_weight() -> None
     assert totals[0] == pytest.approx(totals[3]) == pytest.approx(totals[7]) == pytest.approx(len(y) / 3)
 
 
-def test_the_quick_bundle_reads_word_vectors_and_the_title(quick_bundle: Path) -> None:
+def test_the_quick_bundle_reads_word_vectors_the_title_and_the_pretrained_encoders(
+    quick_bundle: Path,
+) -> None:
     hp = json.loads((quick_bundle / "metadata.json").read_text())["hyperparameters"]
     assert hp["word_vectors"] == "fr_core_news_md" and hp["title_tokens"] > 0 and hp["text_balanced"]
     spec = json.loads((quick_bundle / "serving" / "serving.json").read_text())
+    inputs = spec["models"]["text"]["inputs"]
     vectorizers = [
         json.loads((quick_bundle / "serving" / entry["vectorizer"]).read_text())
-        for entry in spec["models"]["text"]["inputs"]
+        for entry in inputs
+        if entry["source"] == "text"
     ]
+    # and, as the shipped text model, the sentence encoder's embedding of the whole text
+    assert [entry["source"] for entry in inputs if entry["source"] != "text"] == ["sentence"]
+    assert hp["sentence_encoder"] == "use3" and hp["image_arch"] == "lite0"
     assert sorted((v["output_mode"], v["segment"] or "") for v in vectorizers) == [
         ("count", ""),
         ("count", ""),
@@ -166,12 +173,43 @@ def test_the_pretrained_image_model_is_the_backbone_and_the_head_that_trained_on
 
 
 @pytest.mark.slow
+def test_the_image_cnn_trained_from_scratch_is_still_trainable(quick_catalogue: Path) -> None:
+    """`--image-arch cnn` (the original design's kind of model; the quick preset reads the
+    pretrained backbone): its members train on the pixels and answer probabilities."""
+    from models.training.fit import predict_probs
+    from models.training.hyperparameters import Hyperparameters
+    from models.training.prepare import prepare_data
+    from models.training.train import train_image_model
+
+    hp = replace(
+        Hyperparameters.quick(),
+        image_arch="cnn",
+        image_size=32,
+        image_filters=(8, 16),
+        image_top_filters=16,
+        image_members=2,
+        image_epochs=2,
+    )
+    dataset = load_challenge_folder(quick_catalogue)
+    p = prepare_data([dataset.subset(list(range(150)))], seed=0, image_size=hp.image_size)
+
+    model, history, probs = train_image_model(p, hp, seed=0)
+
+    assert probs is None and len(history["loss"]) >= 1
+    rows = np.flatnonzero(p.has_image)[:8]
+    out = predict_probs(model, p.images[rows], len(rows))
+    assert out.shape == (len(rows), len(CATEGORIES))
+    np.testing.assert_allclose(out.sum(axis=1), 1.0, atol=1e-4)
+
+
+@pytest.mark.slow
 def test_a_refitting_training_ships_models_that_learned_from_the_test_split_but_not_calibration(
     tmp_path: Path, quick_catalogue: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import keras
 
     from models.calibration import calibrate
+    from models.sentence_encoder import SENTENCE_INPUT, SentenceEncoder
     from models.training import train as training
     from models.training.fit import predict_probs, strings
     from models.training.hyperparameters import LABELS, Hyperparameters
@@ -197,10 +235,13 @@ def test_a_refitting_training_ships_models_that_learned_from_the_test_split_but_
         return training.build_image_cnn(hp, members=1), {"loss": [1.0], "val_accuracy": [0.5]}, None
 
     monkeypatch.setattr(training, "train_image_model", image_stand_in)
-    # No delta: a finite threshold from the few calibration texts of 300 products.
+    # No delta: a finite threshold from the few calibration texts of 300 products. The sentence
+    # encoder, with no feature cache: the exported encoder lives in the run's scratch folder,
+    # which must outlive the bundle's writing (it did not: the shipped command crashed at the end).
     hp = replace(
         Hyperparameters.quick(),
         refit=True,
+        sentence_encoder="use3",
         text_epochs=2,
         fusion_epochs=2,
         word_vectors="",
@@ -227,9 +268,13 @@ def test_a_refitting_training_ships_models_that_learned_from_the_test_split_but_
     # The bundle ships the refitted text model, calibrated on the calibration split.
     shipped = keras.models.load_model(bundle / "text.keras")
     cal = [i for i, (s, t) in enumerate(zip(split, dataset.texts, strict=True)) if s == "calibration" and t]
-    cal_texts = strings([dataset.texts[i] for i in cal])
-    probs = predict_probs(shipped, cal_texts, len(cal))
-    np.testing.assert_allclose(probs, predict_probs(refit_model, cal_texts, len(cal)), atol=1e-5)
+    encoder = SentenceEncoder.from_dir(bundle / "serving", max_tokens=hp.sentence_max_tokens)
+    cal_inputs = {
+        "text": strings([dataset.texts[i] for i in cal]),
+        SENTENCE_INPUT: encoder.encode([dataset.texts[i] for i in cal]),
+    }
+    probs = predict_probs(shipped, cal_inputs, len(cal))
+    np.testing.assert_allclose(probs, predict_probs(refit_model, cal_inputs, len(cal)), atol=1e-5)
     y = np.searchsorted(LABELS, dataset.labels[cal])
     entry = json.loads((bundle / "calibration.json").read_text())["text"]
     expected = calibrate(probs, y, alpha=hp.alpha, method=hp.conformal_method, delta=hp.conformal_delta)
