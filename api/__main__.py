@@ -11,7 +11,7 @@ from typing import Any
 import uvicorn
 from uvicorn.supervisors import Multiprocess
 
-from api.launch import banner, port_problem
+from api.launch import banner, limit_malloc_arenas, port_problem
 from api.main import create_app
 from config import get_settings
 
@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m api", description=__doc__.splitlines()[0])
     parser.add_argument("--banner", action="store_true", help="print the URLs and sign-in once up")
     args = parser.parse_args(argv)
+    limit_malloc_arenas()  # before any thread allocates (the app's, the workers' by inheritance)
     settings = get_settings()
     problem = port_problem(settings.HOST, settings.PORT)  # before anything heavy is loaded
     if problem:

@@ -1,6 +1,9 @@
-"""`make run`'s port check and banner (api/launch.py), and the training-data kinds of /models."""
+"""`make run`'s port check and banner, the malloc arena cap (api/launch.py), and the training-data kinds of /models."""
 
+import os
 import socket
+import subprocess
+import sys
 
 from api.launch import banner, port_problem
 from api.model_info import training_data
@@ -66,3 +69,57 @@ def test_several_workers_build_their_app_from_the_factory_on_one_bound_socket(mo
     assert seen["bound"] and seen["sockets"] == ["socket"] and seen["supervised"]
     # Each worker is a fresh interpreter: the project's loggers get a handler at LOG_LEVEL there.
     assert seen["log_config"]["root"] == {"handlers": ["project"], "level": "INFO"}
+
+
+ARENAS_AFTER_THREADS = """
+import ctypes, sys, threading
+from api.launch import limit_malloc_arenas
+if sys.argv[1] == "cap":
+    assert limit_malloc_arenas(2)
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+start = threading.Barrier(8)
+
+def allocate():
+    start.wait()
+    for _ in range(2000):  # many small blocks from 8 threads at once: contention
+        libc.free(libc.malloc(256))
+
+threads = [threading.Thread(target=allocate) for _ in range(8)]
+for t in threads: t.start()
+for t in threads: t.join()
+libc.malloc_stats()  # one "Arena N:" block per arena, on stderr
+"""
+
+
+def _arenas(mode: str, env: dict[str, str]) -> int:
+    done = subprocess.run(
+        [sys.executable, "-c", ARENAS_AFTER_THREADS, mode],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stderr.count("Arena ")
+
+
+def test_the_server_process_caps_malloc_arenas_for_itself_and_its_workers():
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
+    assert _arenas("cap", env) <= 2 < _arenas("free", env)
+    child = "import os; from api.launch import limit_malloc_arenas; limit_malloc_arenas(2); " + (
+        "import subprocess, sys; "
+        "subprocess.run([sys.executable, '-c', 'import os; print(os.environ[\"MALLOC_ARENA_MAX\"])'])"
+    )
+    assert (
+        subprocess.run([sys.executable, "-c", child], env=env, capture_output=True, text=True).stdout == "2\n"
+    )
+
+
+def test_an_operators_malloc_arena_setting_is_left_alone():
+    env = {**os.environ, "MALLOC_ARENA_MAX": "4"}
+    code = "import os; from api.launch import limit_malloc_arenas; print(limit_malloc_arenas(2), os.environ['MALLOC_ARENA_MAX'])"
+    assert (
+        subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True).stdout
+        == "True 4\n"
+    )
