@@ -14,7 +14,7 @@ import pytest
 
 from models.bundle import BundleError, validate_bundle
 from models.runtime import ModelRuntime, load_onnx_models
-from models.sentence_encoder import ENCODER_FILE, SENTENCE_INPUT, SentenceEncoder
+from models.sentence_encoder import ENCODER_FILE, SENTENCE_INPUT, SPEC_FILE, SentenceEncoder
 from tests.models.serving_imports import heavy_modules_after
 from tests.models.test_runtime import TEXTS, _images
 
@@ -98,3 +98,34 @@ def test_serving_the_bundle_imports_no_tensorflow(quick_bundle: Path) -> None:
         "runtime.predict_text('bâche de piscine')"
     )
     assert heavy_modules_after(code) == "[]"
+
+
+def _encoder_of(bundle: Path) -> SentenceEncoder:
+    (encoder,) = [source for _, kind, source in load_onnx_models(bundle)["text"].inputs if kind == "sentence"]
+    return encoder
+
+
+def test_bundles_that_carry_the_same_encoder_share_one_loaded_copy(
+    quick_bundle: Path, tmp_path: Path
+) -> None:
+    copy = tmp_path / "retrained"
+    shutil.copytree(quick_bundle, copy)
+    first = _encoder_of(quick_bundle)
+    assert _encoder_of(copy) is first  # what a retraining or the shadow version loads beside production
+
+    # Another encoder (its spec records other bytes) gets a copy of its own, and is then the one kept.
+    other = tmp_path / "other-encoder"
+    shutil.copytree(quick_bundle, other)
+    spec_file = other / "serving" / SPEC_FILE
+    spec = json.loads(spec_file.read_text())
+    spec["sha256"][ENCODER_FILE] = "0" * 64
+    spec_file.write_text(json.dumps(spec))
+    second = _encoder_of(other)
+    assert second is not first
+    np.testing.assert_allclose(second.encode(["bâche"]), first.encode(["bâche"]), atol=1e-6)
+    assert _encoder_of(quick_bundle) is not first  # one entry: the first was let go
+
+    # A folder whose spec records no digests is never shared.
+    del spec["sha256"]
+    spec_file.write_text(json.dumps(spec))
+    assert _encoder_of(other) is not _encoder_of(other)
