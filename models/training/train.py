@@ -713,10 +713,10 @@ def train(
         raise FileExistsError(f"{out_dir} exists and is not an empty directory")
     keras.utils.set_random_seed(seed)
     p = prepare_data(datasets, seed=seed, image_size=hp.image_size)
-    # The bundle is written inside the block: a refitting run without a cache of its own keeps
-    # its features and the exported sentence encoder in `scratch`, and the bundle copies that.
     with tempfile.TemporaryDirectory(prefix="features-") as scratch:
-        # A refitting run without a cache of its own still computes each backbone feature once.
+        # A refitting run without a cache of its own still computes each backbone feature once,
+        # in `scratch`; the sentence encoder is exported there too, so the bundle, which copies
+        # it, is written before `scratch` goes.
         cache = feature_cache or (Path(scratch) if hp.refit else None)
         models = train_models(p, hp, seed, feature_cache=cache)
         calibration = calibrate_models(p, hp, models, seed)

@@ -10,8 +10,8 @@ import pytest
 
 from models.bundle import BundleError
 from models.preprocessing import resize_image
-from models.runtime import ModelRuntime
-from models.sentence_encoder import ENCODER_FILE, SENTENCE_INPUT, SPEC_FILE, TOKENIZER_FILE, SentenceEncoder
+from models.runtime import ModelRuntime, bundle_sentence_encoder
+from models.sentence_encoder import ENCODER_FILE, SENTENCE_INPUT, SPEC_FILE, TOKENIZER_FILE
 from models.training.keras_parity import keras_runtime as keras_runtime_of
 from models.training.keras_parity import load_keras_models
 from tests.models.test_runtime import TEXTS, _broken, _images
@@ -32,8 +32,8 @@ def test_runtime_predictions_equal_the_keras_models(runtime: ModelRuntime, quick
     images = _images(len(TEXTS))
     resized = np.stack([resize_image(img, runtime.image_size) for img in images])
     # The quick text model also reads the sentence encoder's embedding, as the shipped one does.
-    cap = json.loads((quick_bundle / "metadata.json").read_text())["sentence_encoder"]["max_tokens"]
-    embeddings = SentenceEncoder.from_dir(quick_bundle / "serving", max_tokens=cap).encode(TEXTS)
+    encoder = bundle_sentence_encoder(quick_bundle, json.loads((quick_bundle / "metadata.json").read_text()))
+    embeddings = encoder.encode(TEXTS)
     text_inputs = {"text": tf.constant(TEXTS), SENTENCE_INPUT: tf.constant(embeddings)}
     expected = {
         "text": np.asarray(models["text"](text_inputs)),
