@@ -25,9 +25,11 @@ average before and after); a Postgres URL and a redis:// storage make it the pro
 from __future__ import annotations
 
 import argparse
+import atexit
 import io
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -254,6 +256,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     workdir = Path(tempfile.mkdtemp(prefix="serve-bench-"))
+    # Its store and cache hold two copies of the bundle (500 MB for the real one): not kept.
+    atexit.register(shutil.rmtree, workdir, ignore_errors=True)
     bundle = args.bundle or make_bundle(workdir)
     from store.model_store import open_model_store
 

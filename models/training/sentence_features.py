@@ -15,6 +15,7 @@ cache too (one per package version), and copied into the bundle's `serving/` fol
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import shutil
@@ -53,7 +54,8 @@ class SentenceEmbeddings:
 
 
 def encoder_folder(encoder: str, cache_dir: Path | None) -> Path:
-    """The exported encoder: under `cache_dir` (once per package version), else once per process.
+    """The exported encoder: under `cache_dir` (once per package version), else once per process
+    (in a temporary folder removed at exit).
 
     The export (4 s) writes a sibling folder renamed into place, so trainings that share the
     cache never see half of one.
@@ -65,9 +67,10 @@ def encoder_folder(encoder: str, cache_dir: Path | None) -> Path:
     name = f"{encoder}-{metadata.version(PACKAGE)}"
     if cache_dir is None:
         if name not in _PROCESS_EXPORTS:
-            _PROCESS_EXPORTS[name] = export_sentence_encoder(
-                Path(tempfile.mkdtemp(prefix="sentence-")) / name
-            )
+            scratch = tempfile.mkdtemp(prefix="sentence-")
+            # 78 MB a training process: gone when the process ends (bundles hold their own copy).
+            atexit.register(shutil.rmtree, scratch, ignore_errors=True)
+            _PROCESS_EXPORTS[name] = export_sentence_encoder(Path(scratch) / name)
         return _PROCESS_EXPORTS[name]
     folder = Path(cache_dir) / "encoders" / name
     if not (folder / ENCODER_FILE).is_file() or not (folder / SPEC_FILE).is_file():

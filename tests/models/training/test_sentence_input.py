@@ -129,3 +129,14 @@ def test_bundles_that_carry_the_same_encoder_share_one_loaded_copy(
     del spec["sha256"]
     spec_file.write_text(json.dumps(spec))
     assert _encoder_of(other) is not _encoder_of(other)
+
+
+def test_a_process_export_of_the_encoder_is_removed_when_the_process_ends() -> None:
+    import subprocess
+    import sys
+
+    code = "from models.training.sentence_features import encoder_folder\nprint(encoder_folder('use3', None))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    folder = Path(done.stdout.strip().splitlines()[-1])
+    assert folder.name.startswith("use3-") and folder.parent.name.startswith("sentence-")
+    assert not folder.parent.exists()
