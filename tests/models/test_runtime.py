@@ -132,6 +132,44 @@ def test_the_late_fusion_is_computed_from_the_two_models_without_a_graph_of_its_
     np.testing.assert_allclose(batch, single, atol=1e-6)
 
 
+def test_a_large_batch_runs_in_calls_of_bounded_rows_and_answers_as_single_calls(
+    quick_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ONNX Runtime's arena keeps a call's largest buffers for good: one call of 50 texts left
+    a worker 184 MB larger. A batch is cut into calls of ROWS_PER_RUN rows at most."""
+    import models.runtime as runtime_module
+
+    rows_seen: list[int] = []
+
+    class Recording:
+        def __init__(self, session: object) -> None:
+            self._session = session
+
+        def run(self, outputs: object, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+            rows_seen.append(len(next(iter(feeds.values()))))
+            return self._session.run(outputs, feeds)
+
+    load = runtime_module.load_onnx_models
+
+    def recording_load(path: Path, threads: int = 1) -> dict:
+        models = load(path, threads)
+        return {kind: runtime_module.OnnxModel(Recording(m.session), m.inputs) for kind, m in models.items()}
+
+    monkeypatch.setattr(runtime_module, "load_onnx_models", recording_load)
+    runtime = ModelRuntime.from_bundle(quick_bundle)
+    n = 2 * runtime_module.ROWS_PER_RUN + 3
+    texts, images = [TEXTS[i % len(TEXTS)] for i in range(n)], _images(n, seed=5)
+    rows_seen.clear()
+    batch = {kind: runtime.predict_batch(kind, texts, images) for kind in ("text", "image", "fusion")}
+    assert rows_seen and max(rows_seen) <= runtime_module.ROWS_PER_RUN
+    assert sum(rows_seen) == 4 * n  # text, image, and fusion's text and image: every row once
+    for kind, expected in batch.items():
+        assert expected.shape == (n, len(runtime.labels))
+    single = np.stack([runtime.predict_text(t) for t in texts])
+    np.testing.assert_allclose(batch["text"], single, atol=1e-5)
+    np.testing.assert_allclose(batch["image"][-1], runtime.predict_image(images[-1]), atol=1e-5)
+
+
 def test_a_tampered_fusion_spec_is_refused_with_what_is_wrong(quick_bundle: Path, tmp_path: Path) -> None:
     bundle = _broken(quick_bundle, tmp_path)
     spec = _spec(bundle)
