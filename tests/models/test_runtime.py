@@ -163,8 +163,7 @@ def test_a_large_batch_runs_in_calls_of_bounded_rows_and_answers_as_single_calls
     batch = {kind: runtime.predict_batch(kind, texts, images) for kind in ("text", "image", "fusion")}
     assert rows_seen and max(rows_seen) <= runtime_module.ROWS_PER_RUN
     assert sum(rows_seen) == 4 * n  # text, image, and fusion's text and image: every row once
-    for kind, expected in batch.items():
-        assert expected.shape == (n, len(runtime.labels))
+    assert all(probs.shape == (n, len(runtime.labels)) for probs in batch.values())
     single = np.stack([runtime.predict_text(t) for t in texts])
     np.testing.assert_allclose(batch["text"], single, atol=1e-5)
     np.testing.assert_allclose(batch["image"][-1], runtime.predict_image(images[-1]), atol=1e-5)
