@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -196,7 +197,11 @@ def late_fusion_of(model: Any) -> LateFusion | None:
 
 
 def export_serving(
-    bundle_dir: Path, *, sample_texts: list[str] | None = None, sample_images: np.ndarray | None = None
+    bundle_dir: Path,
+    *,
+    sample_texts: list[str] | None = None,
+    sample_images: np.ndarray | None = None,
+    image_graph: Path | None = None,
 ) -> Path:
     """Export the three models of a bundle to `serving/` and check them against Keras.
 
@@ -204,6 +209,10 @@ def export_serving(
         bundle_dir: a bundle with `text.keras`, `image.keras`, `fusion.keras`, `metadata.json`.
         sample_texts: cleaned texts to check parity on (a few defaults when None).
         sample_images: uint8 images (N x S x S x 3, S = the bundle's image size) for the check.
+        image_graph: the int8 image graph training scored and calibrated
+            (`models.training.quantize`): it serves in place of the float export, once that
+            export is checked against Keras (the int8 graph cannot equal Keras: how far it is
+            from the float graph on the samples goes into the spec).
 
     Returns:
         The `serving/` directory.
@@ -259,9 +268,36 @@ def export_serving(
             raise ExportError(f"{kind}: ONNX export differs from Keras by {worst[kind]:.2e}")
         spec["models"][kind] = entry
     spec["parity_max_abs_diff"] = worst
+    if image_graph is not None:
+        spec["models"]["image"]["int8"] = _install_int8(
+            Path(image_graph), out_dir, served["image"], sample_images
+        )
     (out_dir / SERVING_SPEC).write_text(json.dumps(spec, indent=2), encoding="utf-8")
     logger.info("exported the serving models (max |ONNX - Keras| per model: %s)", worst)
     return out_dir
+
+
+def _install_int8(graph: Path, out_dir: Path, float_probs: np.ndarray, images: np.ndarray) -> dict[str, Any]:
+    """Put the int8 image graph in place of the float export; how the two compare on `images`."""
+    from models.training.quantize import run_image_graph
+
+    try:
+        probs = run_image_graph(graph, images)
+    except Exception as exc:
+        raise ExportError(f"the int8 image graph does not run: {exc}") from exc
+    if probs.shape != float_probs.shape or not np.allclose(probs.sum(axis=1), 1.0, atol=1e-3):
+        raise ExportError(
+            f"the int8 image graph answers {probs.shape}, not probabilities like {float_probs.shape}"
+        )
+    shutil.copyfile(graph, out_dir / "image.onnx")
+    return {
+        "quantization": "static QDQ, convolutions in int8 (models.training.quantize)",
+        "samples": len(images),
+        "max_abs_diff_vs_float": float(np.abs(probs - float_probs).max()) if len(images) else None,
+        "top1_agreement_vs_float": float(np.mean(probs.argmax(1) == float_probs.argmax(1)))
+        if len(images)
+        else None,
+    }
 
 
 def _run_onnx(out_dir: Path, entry: dict[str, Any], texts: list[str], images: np.ndarray) -> np.ndarray:

@@ -68,6 +68,10 @@ class Hyperparameters:
     image_dropout: float = 0.4
     flip_average: bool = True
     image_members: int = 2  # an ensemble of this many CNNs, logits averaged
+    # Serve a pretrained backbone's convolutions in int8 (models/training/quantize.py): about
+    # half the image graph's time; scored, calibrated and fused on the int8 graph's answers, and
+    # kept in float when it loses accuracy on the validation photos.
+    image_int8: bool = True
     # fusion
     fusion_epochs: int = 60
     pseudo_pairs_per_text: int = 5

@@ -374,9 +374,68 @@ def train_fusion_model(
     return model, history
 
 
-def fusion_probabilities(fusion: Any, p: PreparedData, t_rows: np.ndarray, i_rows: np.ndarray) -> np.ndarray:
-    """The fusion model's probabilities on (text of row t, image of row i) pairs."""
-    return predict_probs(fusion, pair_feed(fusion, p, t_rows, i_rows), len(t_rows))
+def fusion_probabilities(
+    models: TrainedModels, p: PreparedData, t_rows: np.ndarray, i_rows: np.ndarray
+) -> np.ndarray:
+    """The fusion model's probabilities on (text of row t, image of row i) pairs.
+
+    A late fusion is computed as the runtime computes it, from the single models' answers
+    (`models.fusion`): with an int8 image graph those are the served graph's, not the Keras
+    float backbone's. The concatenation head runs as the Keras model it is.
+    """
+    from models.training.export import late_fusion_of
+
+    late = late_fusion_of(models.fusion)
+    if late is not None:
+        return late(models.predictor.text(t_rows), models.predictor.image(i_rows))
+    return predict_probs(models.fusion, pair_feed(models.fusion, p, t_rows, i_rows), len(t_rows))
+
+
+def int8_image_graph(
+    p: PreparedData, model: Any, work_dir: Path, rows: np.ndarray
+) -> tuple[Path, np.ndarray]:
+    """`model` exported and its backbone quantised to int8 (`models.training.quantize`), with
+    ranges from training photos of `p`; (the graph, its probabilities on `rows`)."""
+    from models.training import quantize
+    from models.training.export import export_model
+
+    work_dir.mkdir(parents=True, exist_ok=True)
+    export_model(model, work_dir, "image")
+    calibration = quantize.calibration_rows(p.rows("train", p.has_image))
+    graph = quantize.quantize_image_graph(
+        work_dir / "image.onnx", work_dir / "image.int8.onnx", p.images[calibration]
+    )
+    (work_dir / "image.onnx").unlink()
+    return graph, quantize.run_image_graph(graph, p.images, rows)
+
+
+def serve_int8_image(
+    p: PreparedData, model: Any, predictor: Predictor, work_dir: Path
+) -> tuple[Path | None, dict[str, Any]]:
+    """Quantise the selection run's image model; if it keeps its accuracy on the validation
+    photos, its answers replace the float ones on every held-out row (validation: the fusion
+    weights, calibration: the sets, test: metrics.json), as served.
+
+    Returns:
+        (the int8 graph, or None when it stays float; the comparison, for metadata.json).
+    """
+    from models.training import quantize
+
+    held_out = np.flatnonzero(p.has_image & (p.split != "train"))
+    graph, probs = int8_image_graph(p, model, work_dir, held_out)
+    val = np.isin(held_out, p.rows("validation", p.has_image))
+    check = quantize.compare(
+        predictor.image(held_out[val]),
+        probs[val],
+        p.y[held_out[val]],
+        len(quantize.calibration_rows(p.rows("train", p.has_image))),
+    )
+    logger.info("int8 image graph on %d validation photos: %s", check.photos, check.to_dict())
+    if not check.ships:
+        logger.warning("the int8 image graph loses accuracy: the image model is served in float")
+        return None, check.to_dict()
+    predictor.preset_image(held_out, probs)
+    return graph, check.to_dict()
 
 
 @dataclass
@@ -390,15 +449,28 @@ class TrainedModels:
     predictor: Predictor
     # The sentence embeddings the text model reads (their encoder goes into the bundle), or None.
     sentence: Any = None
+    # The int8 image graph that serves in place of the float export (its answers are the
+    # predictor's on held-out rows), or None; and how it compared with the float one.
+    image_graph: Path | None = None
+    int8: dict[str, Any] | None = None
 
     def by_kind(self) -> dict[str, Any]:
         return {"text": self.text, "image": self.image, "fusion": self.fusion}
 
 
 def train_models(
-    p: PreparedData, hp: Hyperparameters, seed: int, *, feature_cache: Path | None = None
+    p: PreparedData,
+    hp: Hyperparameters,
+    seed: int,
+    *,
+    feature_cache: Path | None = None,
+    int8_dir: Path | None = None,
 ) -> TrainedModels:
-    """Fit the text model, then the image model, then the fusion model on their outputs."""
+    """Fit the text model, then the image model, then the fusion model on their outputs.
+
+    With `int8_dir` (where the graphs are written) and `hp.image_int8`, a pretrained image
+    model is quantised before the fusion is fitted (`serve_int8_image`).
+    """
     from models.training.builders import takes_sentence_embedding
 
     text_model, text_history = train_text_model(p, hp, feature_cache=feature_cache)
@@ -406,10 +478,15 @@ def train_models(
     predictor = Predictor(p, text_model, image_model)
     if image_probs is not None:  # the head's answers on the cached features: the same model
         predictor.preset_image(np.flatnonzero(p.has_image), image_probs[p.has_image])
+    image_graph, int8 = None, None
+    if int8_dir is not None and hp.image_int8 and image_probs is not None:
+        image_graph, int8 = serve_int8_image(p, image_model, predictor, int8_dir / "selection")
     fusion, fusion_history = train_fusion_model(p, hp, predictor, seed)
     histories = {"text": text_history, "image": image_history, "fusion": fusion_history}
     sentence = p.sentence if takes_sentence_embedding(text_model) else None
-    return TrainedModels(text_model, image_model, fusion, histories, predictor, sentence)
+    return TrainedModels(
+        text_model, image_model, fusion, histories, predictor, sentence, image_graph=image_graph, int8=int8
+    )
 
 
 def calibrate_models(
@@ -429,7 +506,7 @@ def calibrate_models(
     held_out = {
         "text": (models.predictor.text(c_text), p.y[c_text]),
         "image": (models.predictor.image(c_image), p.y[c_image]),
-        "fusion": (fusion_probabilities(models.fusion, p, *c_pairs), p.y[c_pairs[0]]),
+        "fusion": (fusion_probabilities(models, p, *c_pairs), p.y[c_pairs[0]]),
     }
     for kind, (probs, y) in held_out.items():
         calibration[kind] = calibrate(
@@ -461,7 +538,7 @@ def evaluate_models(p: PreparedData, models: TrainedModels, calibration: dict[st
     test_probs = {
         "text": models.predictor.text(t_text),
         "image": models.predictor.image(t_image),
-        "fusion": fusion_probabilities(models.fusion, p, t_both, t_both),
+        "fusion": fusion_probabilities(models, p, t_both, t_both),
     }
     test_y = {"text": p.y[t_text], "image": p.y[t_image], "fusion": p.y[t_both]}
     metrics: dict[str, Any] = {}
@@ -530,6 +607,7 @@ def refit_models(
     seed: int,
     *,
     feature_cache: Path | None = None,
+    int8_dir: Path | None = None,
 ) -> tuple[TrainedModels, dict[str, Any]]:
     """The text and image models trained again on train + validation + test, as selected.
 
@@ -556,6 +634,11 @@ def refit_models(
     predictor = Predictor(q, text_model, image_model)
     if image_probs is not None:
         predictor.preset_image(np.flatnonzero(q.has_image), image_probs[q.has_image])
+    image_graph = None
+    if selection.image_graph is not None and int8_dir is not None:  # as selected: int8 serves
+        calibration = q.rows("calibration", q.has_image)
+        image_graph, probs = int8_image_graph(q, image_model, int8_dir / "refit", calibration)
+        predictor.preset_image(calibration, probs)
     if hp.fusion_arch == "late":
         fusion, fusion_history = builders.build_fusion(text_model, image_model), {}
         fusion.get_layer("late_fusion").set_weights(selection.fusion.get_layer("late_fusion").get_weights())
@@ -578,7 +661,17 @@ def refit_models(
         "calibrated_on": "calibration",
     }
     # The same sentence embeddings (every product's, computed once): the same encoder ships.
-    return TrainedModels(text_model, image_model, fusion, histories, predictor, selection.sentence), info
+    refitted = TrainedModels(
+        text_model,
+        image_model,
+        fusion,
+        histories,
+        predictor,
+        selection.sentence,
+        image_graph=image_graph,
+        int8=selection.int8,
+    )
+    return refitted, info
 
 
 def bundle_metadata(
@@ -718,17 +811,21 @@ def train(
         # in `scratch`; the sentence encoder is exported there too, so the bundle, which copies
         # it, is written before `scratch` goes.
         cache = feature_cache or (Path(scratch) if hp.refit else None)
-        models = train_models(p, hp, seed, feature_cache=cache)
+        # The int8 image graphs are written to `scratch` (the bundle copies the shipped one);
+        # without exports nothing serves them, so the figures stay the float models'.
+        int8_dir = Path(scratch) / "int8" if export else None
+        models = train_models(p, hp, seed, feature_cache=cache, int8_dir=int8_dir)
         calibration = calibrate_models(p, hp, models, seed)
         evaluation = evaluate_models(p, models, calibration)
         shipped, refit = models, None
         if hp.refit:
-            shipped, refit = refit_models(p, hp, models, seed, feature_cache=cache)
+            shipped, refit = refit_models(p, hp, models, seed, feature_cache=cache, int8_dir=int8_dir)
             calibration = calibrate_models(p, hp, shipped, seed)
         for figures in evaluation.metrics.values():
             figures["scored_by"] = SCORED_BY_SELECTION
         metadata = bundle_metadata(p, hp, shipped, evaluation, seed=seed, quick=quick, export=export)
         metadata["refit"] = refit
+        metadata["image_int8"] = models.int8
         sample_rows = p.rows("test", p.both)[:8]
         if not len(sample_rows):
             sample_rows = p.rows("test", p.has_text | p.has_image)[:8]
@@ -792,6 +889,7 @@ def write_bundle(
                 partial,
                 sample_texts=sample_texts or None,
                 sample_images=sample_images if len(sample_images) else None,
+                image_graph=models.image_graph,
             )
         if out_dir.exists():
             out_dir.rmdir()  # checked empty at the start

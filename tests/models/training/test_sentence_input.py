@@ -48,6 +48,7 @@ def test_the_runtime_answers_as_the_keras_models_fed_the_same_embedding(quick_bu
     import tensorflow as tf
 
     from models.preprocessing import resize_image
+    from models.training.export import late_fusion_of
     from models.training.keras_parity import load_keras_models
 
     runtime = ModelRuntime.from_bundle(quick_bundle)
@@ -58,10 +59,12 @@ def test_the_runtime_answers_as_the_keras_models_fed_the_same_embedding(quick_bu
     resized = np.stack([resize_image(img, runtime.image_size) for img in images])
     feeds = {"text": tf.constant(TEXTS), SENTENCE_INPUT: tf.constant(embeddings)}
     expected_text = np.asarray(models["text"](feeds))
-    expected_fusion = np.asarray(models["fusion"]({**feeds, "image": tf.constant(resized)}))
+    # The fusion of the Keras text model's answer with the served (int8) image graph's.
+    late = late_fusion_of(models["fusion"])
     for i, (text, image) in enumerate(zip(TEXTS, images, strict=True)):
         np.testing.assert_allclose(runtime.predict_text(text), expected_text[i], atol=1e-4)
-        np.testing.assert_allclose(runtime.predict_fusion(text, image), expected_fusion[i], atol=1e-4)
+        expected_fusion = late(expected_text[i], runtime.predict_image(resized[i]))
+        np.testing.assert_allclose(runtime.predict_fusion(text, image), expected_fusion, atol=1e-4)
     np.testing.assert_allclose(runtime.predict_batch("text", TEXTS), expected_text, atol=1e-4)
     # The embedding matters: the same text with another embedding gets another answer.
     other = np.asarray(
