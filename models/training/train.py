@@ -950,6 +950,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--mondrian", action="store_true", help="class-conditional suggestion sets (one threshold per class)"
     )
+    parser.add_argument(
+        "--no-image-int8",
+        action="store_true",
+        help="serve the pretrained image backbone in float instead of int8 (models/training/quantize.py)",
+    )
     args = parser.parse_args(argv)
     hp = Hyperparameters.quick() if args.quick else Hyperparameters()
     if args.image_members is not None:
@@ -964,6 +969,8 @@ def main(argv: list[str] | None = None) -> int:
         hp.refit = False
     if args.mondrian:
         hp.conformal_mondrian = True
+    if args.no_image_int8:
+        hp.image_int8 = False
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     quiet_exporters()

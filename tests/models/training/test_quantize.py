@@ -111,10 +111,20 @@ def test_the_int8_graph_ships_only_when_it_keeps_the_float_graphs_accuracy() -> 
     float_probs = np.eye(3)[y]  # all right
     int8_probs = float_probs.copy()
     assert quantize.compare(float_probs, int8_probs, y, 200).ships
-    int8_probs[0] = np.eye(3)[1]  # one wrong in ten: 10 points lost
+    int8_probs[0] = np.eye(3)[1]  # one wrong in ten: 10 points, but only one photo
     check = quantize.compare(float_probs, int8_probs, y, 200)
     assert (check.float_accuracy, check.int8_accuracy, check.agreement) == (1.0, 0.9, 0.9)
+    assert check.ships
+    int8_probs[[3, 6]] = np.eye(3)[1]  # three wrong in ten
+    check = quantize.compare(float_probs, int8_probs, y, 200)
     assert not check.ships and check.to_dict()["ships"] is False
+    # On 1,000 photos, 3 points lost is more than the tolerance.
+    big_y = np.tile(y, 100)
+    big_int8 = np.eye(3)[big_y]
+    big_int8[:30] = np.eye(3)[(big_y[:30] + 1) % 3]
+    assert not quantize.compare(np.eye(3)[big_y], big_int8, big_y, 200).ships
+    big_int8[20:30] = np.eye(3)[big_y[20:30]]  # 2 points lost: within it
+    assert quantize.compare(np.eye(3)[big_y], big_int8, big_y, 200).ships
     # As accurate, but on other photos: agreement below the floor.
     shuffled = np.eye(3)[[1, 2, 0, 0, 1, 2, 0, 1, 2, 0]]
     y2 = np.array([1, 2, 0, 1, 2, 0, 0, 1, 2, 0])
@@ -153,3 +163,58 @@ def test_the_quick_bundle_serves_the_int8_graph_its_sets_were_calibrated_on(
     )
     metrics = json.loads((quick_bundle / "metrics.json").read_text())["image"]
     assert accuracy == pytest.approx(metrics["accuracy"], abs=1e-9)
+
+
+def _small_bundle_and_data(tmp_path: Path, quick_catalogue: Path, **changes: object):
+    from dataclasses import replace
+
+    from models.data import load_challenge_folder
+    from models.training.hyperparameters import Hyperparameters
+    from models.training.prepare import prepare_data
+    from models.training.train import train
+
+    hp = replace(
+        Hyperparameters.quick(),
+        sentence_encoder="",
+        word_vectors="",
+        text_epochs=2,
+        image_epochs=3,
+        fusion_epochs=2,
+        conformal_delta=None,
+        **changes,
+    )
+    dataset = load_challenge_folder(quick_catalogue).subset(list(range(300)))
+    bundle = train([dataset], tmp_path / "bundle", hyperparameters=hp, seed=0)
+    return bundle, prepare_data([dataset], seed=0, image_size=hp.image_size)
+
+
+@pytest.mark.slow
+def test_a_refitted_bundle_serves_its_own_int8_graph_calibrated_on_its_answers(
+    tmp_path: Path, quick_catalogue: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from models.calibration import calibrate
+    from models.runtime import ModelRuntime
+
+    # Whatever the 30 validation photos say: what is checked is the refit's own graph.
+    monkeypatch.setattr(quantize, "MAX_ACCURACY_DROP", 1.0)
+    monkeypatch.setattr(quantize, "MIN_AGREEMENT", 0.0)
+    bundle, p = _small_bundle_and_data(tmp_path, quick_catalogue, refit=True)
+    metadata = json.loads((bundle / "metadata.json").read_text())
+    assert metadata["refit"] is not None and metadata["image_int8"]["ships"] is True
+    _assert_backbone_int8_head_float(onnx.load(bundle / "serving" / "image.onnx"))
+    rows = p.rows("calibration", p.has_image)
+    served = ModelRuntime.from_bundle(bundle).predict_batch("image", images=list(p.images[rows]))
+    entry = json.loads((bundle / "calibration.json").read_text())["image"]
+    again = calibrate(served, p.y[rows], alpha=entry["alpha"], method=entry["method"], delta=entry["delta"])
+    assert again["n"] == entry["n"] == len(rows) > 0
+    assert again["threshold"] == pytest.approx(entry["threshold"], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_without_int8_the_float_image_graph_serves_and_says_so(tmp_path: Path, quick_catalogue: Path) -> None:
+    bundle, _ = _small_bundle_and_data(tmp_path, quick_catalogue, image_int8=False)
+    metadata = json.loads((bundle / "metadata.json").read_text())
+    assert metadata["image_int8"] is None and metadata["hyperparameters"]["image_int8"] is False
+    graph = onnx.load(bundle / "serving" / "image.onnx")
+    assert not QDQ_OPS & {node.op_type for node in graph.graph.node}
+    assert "int8" not in json.loads((bundle / "serving" / "serving.json").read_text())["models"]["image"]
