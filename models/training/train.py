@@ -2,11 +2,12 @@
 
     python -m models.train --data DIR [--data DIR ...] --out BUNDLE_DIR [--epochs N] [--seed N]
         [--quick] [--text-arch tfidf|lstm] [--fusion-arch late|concat] [--image-size PX]
-        [--sentence-encoder use3|none] [--no-refit] [--mondrian]
+        [--sentence-encoder use3|none] [--no-refit] [--mondrian] [--no-image-int8]
 
 `train()` composes public stages, each returning what the next one reads (the benchmarks
 compose them too): `prepare_data` (decode and split), `train_text_model`,
-`train_image_model`, `train_fusion_model`, `calibrate_models`, `evaluate_models`,
+`train_image_model`, `serve_int8_image` (the image backbone quantised; its answers replace the
+float model's on held-out rows), `train_fusion_model`, `calibrate_models`, `evaluate_models`,
 `refit_models`, `bundle_metadata` and `write_bundle`. Splits are by product id
 (`models.training.splits`): train / validation (early stopping, fusion weights) /
 calibration (conformal suggestion sets) / test (the figures in metrics.json).
