@@ -25,7 +25,13 @@ def _assert_backbone_int8_head_float(model: onnx.ModelProto) -> None:
     ops = [node.op_type for node in model.graph.node]
     assert set(ops) >= QDQ_OPS, "no quantised operator in the graph"
     convs = [n for n in model.graph.node if n.op_type == "Conv"]
-    assert convs and all(producers[n.input[0]].op_type == "DequantizeLinear" for n in convs)
+    # A quantised convolution reads dequantised weights; the first FLOAT_CONVS keep float ones.
+    weights_int8 = [
+        n.input[1] in producers and producers[n.input[1]].op_type == "DequantizeLinear" for n in convs
+    ]
+    float_convs = min(quantize.FLOAT_CONVS, len(convs))
+    assert len(convs) > float_convs
+    assert weights_int8 == [False] * float_convs + [True] * (len(convs) - float_convs)
     # The head reads float: neither its MatMul nor the softmax has a quantised input.
     for node in model.graph.node:
         if node.op_type in ("MatMul", "Softmax", "Gemm"):
@@ -33,20 +39,26 @@ def _assert_backbone_int8_head_float(model: onnx.ModelProto) -> None:
 
 
 def _tiny_image_graph(path: Path, rng: np.random.Generator) -> Path:
-    """uint8 NHWC pixels -> cast, scale, transpose -> 2 convs + ReLU -> pooling -> MatMul -> softmax."""
-    w1 = numpy_helper.from_array(rng.normal(0, 0.3, (8, 3, 3, 3)).astype(np.float32), "w1")
-    w2 = numpy_helper.from_array(rng.normal(0, 0.3, (8, 8, 3, 3)).astype(np.float32), "w2")
+    """uint8 NHWC pixels -> cast, scale, transpose -> 5 convs + ReLU -> pooling -> MatMul -> softmax."""
+    weights = [numpy_helper.from_array(rng.normal(0, 0.3, (8, 3, 3, 3)).astype(np.float32), "w0")]
+    weights += [
+        numpy_helper.from_array(rng.normal(0, 0.2, (8, 8, 3, 3)).astype(np.float32), f"w{i}")
+        for i in range(1, 5)
+    ]
     dense = numpy_helper.from_array(rng.normal(0, 1.0, (8, 5)).astype(np.float32), "dense")
     scale = numpy_helper.from_array(np.array(1 / 255, dtype=np.float32), "scale")
     nodes = [
         helper.make_node("Cast", ["image"], ["f"], to=TensorProto.FLOAT, name="cast"),
         helper.make_node("Mul", ["f", "scale"], ["scaled"], name="to_float"),
-        helper.make_node("Transpose", ["scaled"], ["nchw"], perm=[0, 3, 1, 2], name="transpose"),
-        helper.make_node("Conv", ["nchw", "w1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
-        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
-        helper.make_node("Conv", ["r1", "w2"], ["c2"], pads=[1, 1, 1, 1], name="conv2"),
-        helper.make_node("Relu", ["c2"], ["r2"], name="relu2"),
-        helper.make_node("GlobalAveragePool", ["r2"], ["pooled"], name="pool"),
+        helper.make_node("Transpose", ["scaled"], ["r-1"], perm=[0, 3, 1, 2], name="transpose"),
+    ]
+    for i in range(5):
+        nodes.append(
+            helper.make_node("Conv", [f"r{i - 1}", f"w{i}"], [f"c{i}"], pads=[1, 1, 1, 1], name=f"conv{i}")
+        )
+        nodes.append(helper.make_node("Relu", [f"c{i}"], [f"r{i}"], name=f"relu{i}"))
+    nodes += [
+        helper.make_node("GlobalAveragePool", ["r4"], ["pooled"], name="pool"),
         helper.make_node("Flatten", ["pooled"], ["features"], name="flatten"),
         helper.make_node("MatMul", ["features", "dense"], ["logits"], name="head"),
         helper.make_node("Softmax", ["logits"], ["probs"], axis=-1, name="softmax"),
@@ -56,7 +68,7 @@ def _tiny_image_graph(path: Path, rng: np.random.Generator) -> Path:
         "tiny",
         [helper.make_tensor_value_info("image", TensorProto.UINT8, [None, 16, 16, 3])],
         [helper.make_tensor_value_info("probs", TensorProto.FLOAT, [None, 5])],
-        initializer=[w1, w2, dense, scale],
+        initializer=[*weights, dense, scale],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
