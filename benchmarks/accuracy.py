@@ -308,72 +308,82 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 0
 
-    workdir = Path(tempfile.mkdtemp(prefix="accuracy-bench-"))
-    bundle_dir = args.keep or workdir / "bundle"
-    started = time.perf_counter()
-    bundle = train(
-        [load_challenge_folder(args.data)],
-        bundle_dir,
-        seed=args.seed,
-        hyperparameters=replace(Hyperparameters(), refit=args.refit, **text_overrides),
-        image_arch=args.image_arch,
-        feature_cache=cache,
-    )
-    train_seconds = time.perf_counter() - started
-    metrics = json.loads((bundle / "metrics.json").read_text(encoding="utf-8"))
-    metadata = json.loads((bundle / "metadata.json").read_text(encoding="utf-8"))
-    calibration = json.loads((bundle / "calibration.json").read_text(encoding="utf-8"))
-    extra: dict[str, dict[str, Any]] = {}
-    if args.ablation:
-        extra["text (n-grams only)"] = text_only(
-            args.data,
-            args.seed,
+    # The bundle (240 MB with the real data) goes with the run, unless --keep names its place.
+    with tempfile.TemporaryDirectory(prefix="accuracy-bench-") as scratch:
+        workdir = Path(scratch)
+        bundle_dir = args.keep or workdir / "bundle"
+        started = time.perf_counter()
+        bundle = train(
+            [load_challenge_folder(args.data)],
+            bundle_dir,
+            seed=args.seed,
+            hyperparameters=replace(Hyperparameters(), refit=args.refit, **text_overrides),
+            image_arch=args.image_arch,
             feature_cache=cache,
-            **{**text_overrides, **NGRAMS_ONLY, "sentence_encoder": ""},
         )
-    if not args.skip_lstm:
-        extra["text (reference LSTM)"] = text_only(args.data, args.seed, text_arch="lstm")
-    if args.fusion_concat:
-        extra["fusion (concat, original design)"] = concat_fusion(args.data, bundle, args.seed, cache)
+        train_seconds = time.perf_counter() - started
+        metrics = json.loads((bundle / "metrics.json").read_text(encoding="utf-8"))
+        metadata = json.loads((bundle / "metadata.json").read_text(encoding="utf-8"))
+        calibration = json.loads((bundle / "calibration.json").read_text(encoding="utf-8"))
+        extra: dict[str, dict[str, Any]] = {}
+        if args.ablation:
+            extra["text (n-grams only)"] = text_only(
+                args.data,
+                args.seed,
+                feature_cache=cache,
+                **{**text_overrides, **NGRAMS_ONLY, "sentence_encoder": ""},
+            )
+        if not args.skip_lstm:
+            extra["text (reference LSTM)"] = text_only(args.data, args.seed, text_arch="lstm")
+        if args.fusion_concat:
+            extra["fusion (concat, original design)"] = concat_fusion(args.data, bundle, args.seed, cache)
 
-    print(
-        f"\nReal data: {args.data} ({metadata['counts']['test']['products']} test products, seed {args.seed})"
-    )
-    print(f"Bundle {metadata['version']}: trained in {train_seconds:.0f} s (export and report included)\n")
-    print("| model | " + " | ".join(COLUMNS) + " |")
-    print("| --- | " + " | ".join("---" for _ in COLUMNS) + " |")
-    for kind in ("text", "image", "fusion"):
-        print(_row(kind, metrics[kind]))
-    for name, figures in extra.items():
-        print(_row(name, figures))
-    pairs = metadata["test_pairs"]
-    accuracies = ", ".join(
-        f"{kind} {'-' if pairs[f'{kind}_accuracy'] is None else format(pairs[f'{kind}_accuracy'], '.3f')}"
-        for kind in ("text", "image", "fusion")
-    )
-    print(f"\nOn the {pairs['n']} test products with both inputs, accuracy: {accuracies}")
-    print(f"Figures: {metrics['text'].get('scored_by')}; shipped models refitted: {metadata.get('refit')}")
-    print_sets(metrics, calibration)
-    if args.calibrations:
-        print("\nRe-calibrated through the serving runtime (same calibration and test products):\n")
-        print("| model, calibration | " + " | ".join(SET_COLUMNS) + " | classes < 95% | fallback | by size |")
-        print("| --- | " + " | ".join("---" for _ in SET_COLUMNS) + " | --- | --- | --- |")
-        for name, report in calibration_variants(args.data, bundle, args.seed).items():
-            entry = report["entry"]
-            fallback = f"{len(entry['fallback_classes'])}/27" if entry["mondrian"] else ""
-            print(_set_row(name, report, fallback))
-    if args.text_seeds:
-        print("\nText model alone on other splits (accuracy / top-5):")
-        runs = [(args.seed, metrics["text"])]
-        runs += [
-            (seed, text_only(args.data, seed, feature_cache=cache, **text_overrides))
-            for seed in args.text_seeds
-        ]
-        for seed, figures in runs:
-            print(f"  seed {seed}: n {figures['n']}, {figures['accuracy']:.3f} / {figures['top5']:.3f}")
-        mean = {key: sum(f[key] for _, f in runs) / len(runs) for key in ("accuracy", "top5")}
-        print(f"  mean over {len(runs)} splits: {mean['accuracy']:.3f} / {mean['top5']:.3f}")
-    return 0
+        print(
+            f"\nReal data: {args.data} ({metadata['counts']['test']['products']} test products, seed {args.seed})"
+        )
+        print(
+            f"Bundle {metadata['version']}: trained in {train_seconds:.0f} s (export and report included)\n"
+        )
+        print("| model | " + " | ".join(COLUMNS) + " |")
+        print("| --- | " + " | ".join("---" for _ in COLUMNS) + " |")
+        for kind in ("text", "image", "fusion"):
+            print(_row(kind, metrics[kind]))
+        for name, figures in extra.items():
+            print(_row(name, figures))
+        pairs = metadata["test_pairs"]
+        accuracies = ", ".join(
+            f"{kind} {'-' if pairs[f'{kind}_accuracy'] is None else format(pairs[f'{kind}_accuracy'], '.3f')}"
+            for kind in ("text", "image", "fusion")
+        )
+        print(f"\nOn the {pairs['n']} test products with both inputs, accuracy: {accuracies}")
+        print(
+            f"Figures: {metrics['text'].get('scored_by')}; shipped models refitted: {metadata.get('refit')}"
+        )
+        print_sets(metrics, calibration)
+        if args.calibrations:
+            print("\nRe-calibrated through the serving runtime (same calibration and test products):\n")
+            print(
+                "| model, calibration | "
+                + " | ".join(SET_COLUMNS)
+                + " | classes < 95% | fallback | by size |"
+            )
+            print("| --- | " + " | ".join("---" for _ in SET_COLUMNS) + " | --- | --- | --- |")
+            for name, report in calibration_variants(args.data, bundle, args.seed).items():
+                entry = report["entry"]
+                fallback = f"{len(entry['fallback_classes'])}/27" if entry["mondrian"] else ""
+                print(_set_row(name, report, fallback))
+        if args.text_seeds:
+            print("\nText model alone on other splits (accuracy / top-5):")
+            runs = [(args.seed, metrics["text"])]
+            runs += [
+                (seed, text_only(args.data, seed, feature_cache=cache, **text_overrides))
+                for seed in args.text_seeds
+            ]
+            for seed, figures in runs:
+                print(f"  seed {seed}: n {figures['n']}, {figures['accuracy']:.3f} / {figures['top5']:.3f}")
+            mean = {key: sum(f[key] for _, f in runs) / len(runs) for key in ("accuracy", "top5")}
+            print(f"  mean over {len(runs)} splits: {mean['accuracy']:.3f} / {mean['top5']:.3f}")
+        return 0
 
 
 if __name__ == "__main__":
