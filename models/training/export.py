@@ -291,7 +291,7 @@ def _install_int8(graph: Path, out_dir: Path, float_probs: np.ndarray, images: n
         )
     shutil.copyfile(graph, out_dir / "image.onnx")
     return {
-        "quantization": "static QDQ, convolutions in int8 (models.training.quantize)",
+        "quantization": "static QDQ, the backbone in int8 but its first convolutions (models.training.quantize)",
         "samples": len(images),
         "max_abs_diff_vs_float": float(np.abs(probs - float_probs).max()) if len(images) else None,
         "top1_agreement_vs_float": float(np.mean(probs.argmax(1) == float_probs.argmax(1)))
