@@ -51,11 +51,15 @@ bench:  venv ## Serving and accuracy benchmarks (figures in docs/performance.md 
 	$(PY) -m benchmarks.serve
 	$(PY) -m benchmarks.accuracy
 
+# The main suite runs in TEST_WORKERS processes (pytest-xdist), a test file per process at a
+# time: in one process it kept the second core idle most of the time (tests/conftest.py says
+# what the processes share). TEST_WORKERS=0 runs it in this process.
+TEST_WORKERS ?= 2
 test: venv airflow-venv  ## Lint and check the import contracts, then run every test (DAG tests in the Airflow venv)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest --ignore=tests/dags -m "not e2e"
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --ignore=tests/dags -m "not e2e"
 	$(AIRFLOW_PY) -m pytest tests/dags
 
 test-e2e: venv airflow-venv  ## End to end, as processes: the stack, the nginx balancer, the DAGs on Celery: minutes

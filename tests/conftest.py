@@ -1,9 +1,16 @@
-"""Shared fixtures: a fresh, migrated database per test (SQLite, or Postgres via TEST_DATABASE_URL)."""
+"""Shared fixtures: a fresh, migrated database per test (SQLite, or Postgres via TEST_DATABASE_URL).
+
+`make test` runs the suite in two processes (pytest-xdist, a test file per process at a time).
+Each process gets a Postgres database of its own, made from TEST_DATABASE_URL's name and the
+worker's id (`pytest_configure`), so that resetting it between tests never drops the other
+process's tables; the quick catalogue and bundle are built once for both (`_built_once`).
+"""
 
 from __future__ import annotations
 
+import fcntl
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -15,6 +22,65 @@ from db.session import make_engine, make_session_factory
 
 # Tests build TensorFlow models on 2 cores: keep its thread pools small and quiet.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _admin_execute(url: str, *statements: str) -> None:
+    """Run statements outside a transaction on the server's `postgres` database (CREATE DATABASE)."""
+    from sqlalchemy.engine import make_url
+
+    engine = make_engine(make_url(url).set(database="postgres").render_as_string(hide_password=False))
+    try:
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            for statement in statements:
+                conn.execute(text(statement))
+    finally:
+        engine.dispose()
+
+
+def _worker_database(url: str, worker: str) -> str:
+    """TEST_DATABASE_URL with a database of this worker's own, created empty."""
+    from sqlalchemy.engine import make_url
+
+    server = make_url(url)
+    name = f"{server.database}_{worker}"
+    _admin_execute(url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', f'CREATE DATABASE "{name}"')
+    return server.set(database=name).render_as_string(hide_password=False)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Set before any test reads it: the fixtures below, and tests/deploy's processes.
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    url = os.environ.get("TEST_DATABASE_URL")
+    if worker and url and url.startswith("postgresql"):
+        os.environ["TEST_DATABASE_URL"] = _worker_database(url, worker)
+        config.stash[_WORKER_DATABASE] = os.environ["TEST_DATABASE_URL"]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    url = config.stash.get(_WORKER_DATABASE, None)
+    if url:
+        from sqlalchemy.engine import make_url
+
+        _admin_execute(url, f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)')
+
+
+_WORKER_DATABASE = pytest.StashKey[str]()
+
+
+def _built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], Path]) -> Path:
+    """`build(folder)` run once for the whole session, whichever worker asks first; the others wait.
+
+    The folder is in the session's temporary root, which pytest-xdist's workers share (each
+    worker's own base is a folder inside it).
+    """
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    folder, done = root / name, root / f"{name}.done"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            done.write_text(str(build(folder)), encoding="utf-8")
+    return Path(done.read_text(encoding="utf-8"))
 
 
 def _reset_postgres(url: str) -> None:
@@ -65,15 +131,22 @@ def quick_catalogue(tmp_path_factory) -> Path:
     """A small synthetic catalogue in the challenge layout (seed 0, generated once per session)."""
     from catalog.synthetic import generate_catalogue
 
-    return generate_catalogue(tmp_path_factory.mktemp("train") / "catalogue", n_products=900, seed=0)
+    return _built_once(
+        tmp_path_factory,
+        "quick-catalogue",
+        lambda folder: generate_catalogue(folder / "catalogue", n_products=900, seed=0),
+    )
 
 
 @pytest.fixture(scope="session")
 def quick_bundle(tmp_path_factory, quick_catalogue: Path) -> Path:
     """A model bundle trained with --quick on the synthetic catalogue, once for the whole session
-    (the API, model, UI and pipeline tests share it)."""
+    and both workers (the API, model, UI and pipeline tests share it)."""
     from models.data import load_challenge_folder
     from models.training.train import train
 
-    out = tmp_path_factory.mktemp("bundle") / "bundle"
-    return train([load_challenge_folder(quick_catalogue)], out, seed=0, quick=True)
+    return _built_once(
+        tmp_path_factory,
+        "quick-bundle",
+        lambda folder: train([load_challenge_folder(quick_catalogue)], folder / "bundle", seed=0, quick=True),
+    )

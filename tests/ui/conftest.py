@@ -6,6 +6,7 @@ never skip them silently. Screenshots go to tests/artifacts/screenshots/ (git-ig
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import socket
@@ -61,8 +62,11 @@ def _browser_available() -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator:
+    """Chromium, for one test file: Playwright's sync API keeps an asyncio loop running in this
+    thread while it is open, and tests that start a loop of their own (`anyio.run`) fail under
+    it; a file runs whole in one test process, so the loop ends with the file."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
@@ -212,12 +216,15 @@ AXE_SCRIPT = AXE_DIR / "node_modules" / "axe-core" / "axe.min.js"
 @pytest.fixture(scope="session")
 def axe_script() -> str:
     """axe-core's browser build, installed from tests/ui/axe/package-lock.json (npm ci) if missing."""
-    if not AXE_SCRIPT.is_file() and shutil.which("npm"):
-        subprocess.run(
-            ["npm", "ci", "--prefix", str(AXE_DIR), "--no-audit", "--no-fund", "--silent"],
-            check=False,
-            timeout=300,
-        )
+    # Both test workers may get here at once: one installs, the other waits for it.
+    with open(AXE_DIR / ".install.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not AXE_SCRIPT.is_file() and shutil.which("npm"):
+            subprocess.run(
+                ["npm", "ci", "--prefix", str(AXE_DIR), "--no-audit", "--no-fund", "--silent"],
+                check=False,
+                timeout=300,
+            )
     if not AXE_SCRIPT.is_file():
         reason = f"axe-core is not installed ({AXE_SCRIPT}; run npm ci --prefix {AXE_DIR})"
         if os.environ.get("CI") == "true":
