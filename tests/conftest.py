@@ -11,10 +11,12 @@ from __future__ import annotations
 import fcntl
 import os
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from db import migrate
@@ -26,8 +28,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 def _admin_execute(url: str, *statements: str) -> None:
     """Run statements outside a transaction on the server's `postgres` database (CREATE DATABASE)."""
-    from sqlalchemy.engine import make_url
-
     engine = make_engine(make_url(url).set(database="postgres").render_as_string(hide_password=False))
     try:
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
@@ -39,12 +39,13 @@ def _admin_execute(url: str, *statements: str) -> None:
 
 def _worker_database(url: str, worker: str) -> str:
     """TEST_DATABASE_URL with a database of this worker's own, created empty."""
-    from sqlalchemy.engine import make_url
-
     server = make_url(url)
     name = f"{server.database}_{worker}"
     _admin_execute(url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', f'CREATE DATABASE "{name}"')
     return server.set(database=name).render_as_string(hide_password=False)
+
+
+_WORKER_DATABASE = pytest.StashKey[str]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -59,12 +60,15 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_unconfigure(config: pytest.Config) -> None:
     url = config.stash.get(_WORKER_DATABASE, None)
     if url:
-        from sqlalchemy.engine import make_url
-
         _admin_execute(url, f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)')
 
 
-_WORKER_DATABASE = pytest.StashKey[str]()
+@contextmanager
+def exclusive(lock_file: Path) -> Iterator[None]:
+    """Held by one test process at a time (pytest-xdist's workers): an `fcntl` lock on the file."""
+    with open(lock_file, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def _built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], Path]) -> Path:
@@ -76,8 +80,7 @@ def _built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Call
     base = tmp_path_factory.getbasetemp()
     root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
     folder, done = root / name, root / f"{name}.done"
-    with open(root / f"{name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with exclusive(root / f"{name}.lock"):
         if not done.exists():
             done.write_text(str(build(folder)), encoding="utf-8")
     return Path(done.read_text(encoding="utf-8"))

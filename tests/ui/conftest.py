@@ -6,7 +6,6 @@ never skip them silently. Screenshots go to tests/artifacts/screenshots/ (git-ig
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
 import socket
@@ -24,6 +23,7 @@ import pytest
 from config import Settings
 from tests.api.conftest import ADMIN
 from tests.api.serving import publish
+from tests.conftest import exclusive
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -217,8 +217,7 @@ AXE_SCRIPT = AXE_DIR / "node_modules" / "axe-core" / "axe.min.js"
 def axe_script() -> str:
     """axe-core's browser build, installed from tests/ui/axe/package-lock.json (npm ci) if missing."""
     # Both test workers may get here at once: one installs, the other waits for it.
-    with open(AXE_DIR / ".install.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with exclusive(AXE_DIR / ".install.lock"):
         if not AXE_SCRIPT.is_file() and shutil.which("npm"):
             subprocess.run(
                 ["npm", "ci", "--prefix", str(AXE_DIR), "--no-audit", "--no-fund", "--silent"],
