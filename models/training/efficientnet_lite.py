@@ -369,3 +369,39 @@ def load_efficientnet_lite(
     set_pytorch_weights(model, load_weights(variant), variant)
     model.trainable = trainable
     return model
+
+
+# What fine-tuning trains (`finetune_split`): the layers from the first one named with this
+# prefix to the pooling. "head": the 1x1 head convolution; "block": the last MBConv block too.
+FINETUNE_DEPTHS = ("head", "block")
+
+
+def finetune_split(backbone: Any, depth: str) -> tuple[Any, Any]:
+    """Cut a loaded backbone where fine-tuning starts: `(trunk, top)`, `backbone(x) == top(trunk(x))`.
+
+    `trunk` (pixels -> activations) stays frozen, so its activations can be cached like the
+    pooled features; `top` (activations -> the 1280 pooled features) reuses the backbone's own
+    layers, so training it changes `backbone` in place and the model saved from `backbone` is
+    the fine-tuned one. Its convolutions are made trainable; its batch norms stay frozen, in
+    inference mode with their ImageNet statistics (a few thousand photos in batches of 32
+    would re-estimate them worse).
+
+    Args:
+        backbone: From `load_efficientnet_lite` (pooled features, no ImageNet classifier).
+        depth: One of `FINETUNE_DEPTHS`.
+    """
+    import keras
+
+    if depth not in FINETUNE_DEPTHS:
+        raise ValueError(f"depth must be one of {FINETUNE_DEPTHS}, got {depth!r}")
+    names = [layer.name for layer in backbone.layers]
+    last_block = max(int(n[5:].split("_")[0]) for n in names if n.startswith("block"))
+    prefix = "head_" if depth == "head" else f"block{last_block}_"
+    start = next(i for i, name in enumerate(names) if name.startswith(prefix))
+    tap = backbone.layers[start - 1]
+    trunk = keras.Model(backbone.input, tap.output, name=f"{backbone.name}_trunk")
+    x = inputs = keras.Input(tap.output.shape[1:], name="activations")
+    for layer in backbone.layers[start:]:
+        layer.trainable = bool(layer.weights) and not isinstance(layer, keras.layers.BatchNormalization)
+        x = layer(x)
+    return trunk, keras.Model(inputs, x, name=f"{backbone.name}_top")

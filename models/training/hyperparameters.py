@@ -13,8 +13,10 @@ LABELS: list[int] = sorted(CATEGORIES)
 TEXT_ARCHS = ("tfidf", "lstm")
 FUSION_ARCHS = ("late", "concat")
 # "cnn": trained from scratch (the quick bundle's); "lite0".."lite2": EfficientNet-Lite with its
-# ImageNet weights, frozen, and a trained head (models/training/efficientnet_lite.py).
+# ImageNet weights and a trained head, its last layers fine-tuned (models/training/efficientnet_lite.py).
 IMAGE_ARCHS = ("cnn", "lite0", "lite1", "lite2")
+# "": the backbone frozen; else where fine-tuning starts (efficientnet_lite.FINETUNE_DEPTHS).
+IMAGE_FINETUNE = ("", "head", "block")
 # "": no sentence encoder; "use3": Google's multilingual USE v3 (models.training.sentence_features).
 SENTENCE_ENCODERS = ("", "use3")
 # Above the 224 px Lite0 was trained at: 280 px measured 2 points better on the real photos
@@ -68,6 +70,17 @@ class Hyperparameters:
     image_dropout: float = 0.4
     flip_average: bool = True
     image_members: int = 2  # an ensemble of this many CNNs, logits averaged
+    # Fine-tuning of a pretrained backbone's last layers after its head is fitted on the frozen
+    # features (models.training.efficientnet_lite.finetune_split): "" keeps it frozen, "head"
+    # trains the 1x1 head convolution, "block" the last MBConv block too. Trained on the cached
+    # activations where it starts, of each photo and of its mirror (the served graph reads the
+    # photo alone), at a small learning rate, early-stopped on validation (docs/models.md,
+    # "Frozen or fine-tuned").
+    image_finetune: str = "head"
+    image_finetune_flip: bool = True
+    image_finetune_epochs: int = 12
+    image_finetune_patience: int = 3
+    image_finetune_learning_rate: float = 1e-4
     # Serve a pretrained backbone's convolutions in int8 (models/training/quantize.py): about
     # half the image graph's time; scored, calibrated and fused on the int8 graph's answers, and
     # kept in float when it loses accuracy on the validation photos.
@@ -120,6 +133,8 @@ class Hyperparameters:
             )
         if self.image_arch not in IMAGE_ARCHS:
             raise ValueError(f"image_arch must be one of {IMAGE_ARCHS}, got {self.image_arch!r}")
+        if self.image_finetune not in IMAGE_FINETUNE:
+            raise ValueError(f"image_finetune must be one of {IMAGE_FINETUNE}, got {self.image_finetune!r}")
         return self
 
 
@@ -152,5 +167,5 @@ def resolve_hyperparameters(
     if image_size is not None:
         changes["image_size"] = image_size
     if epochs is not None:
-        changes["text_epochs"] = changes["image_epochs"] = epochs
+        changes["text_epochs"] = changes["image_epochs"] = changes["image_finetune_epochs"] = epochs
     return replace(hp, **changes).check()

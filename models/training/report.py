@@ -75,7 +75,8 @@ def plot_confusions(path: Path, labels: list[int], confusions: dict[str, np.ndar
 
 
 def plot_histories(path: Path, histories: dict[str, dict[str, list[float]]]) -> None:
-    """Loss and accuracy per epoch of each model (training and validation)."""
+    """Loss and accuracy per epoch of each model (training and validation); a second phase
+    (`finetune_*`: the image backbone's fine-tuning) continues after the first one's epochs."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -85,10 +86,12 @@ def plot_histories(path: Path, histories: dict[str, dict[str, list[float]]]) -> 
     for col, (kind, history) in enumerate(histories.items()):
         for row, metric in enumerate(("loss", "accuracy")):
             ax = axes[row][col]
-            for key in (metric, f"val_{metric}"):
+            first = len(history.get(metric) or [])
+            for key in (metric, f"val_{metric}", f"finetune_{metric}", f"finetune_val_{metric}"):
                 values = history.get(key) or []
+                start = first if key.startswith("finetune_") else 0
                 if values:
-                    ax.plot(range(1, len(values) + 1), values, label=key)
+                    ax.plot(range(start + 1, start + len(values) + 1), values, label=key)
             ax.set_title(f"{kind} {metric}")
             ax.set_xlabel("epoch")
             if ax.get_legend_handles_labels()[0]:
@@ -96,6 +99,15 @@ def plot_histories(path: Path, histories: dict[str, dict[str, list[float]]]) -> 
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
+
+
+def image_model(hp: dict[str, Any]) -> str:
+    """What the image model is, from metadata.json's hyperparameters (older bundles: a CNN)."""
+    arch = hp.get("image_arch", "cnn")
+    if arch == "cnn":
+        return "CNN"
+    tuned = {"head": "its head convolution fine-tuned", "block": "its last block and head fine-tuned"}
+    return f"EfficientNet-{arch.capitalize()} (ImageNet weights, {tuned.get(hp.get('image_finetune') or '', 'frozen')})"
 
 
 def write_report(
@@ -128,7 +140,7 @@ def write_report(
         f"(code `{str(metadata['code_revision'])[:12]}`); quick: {metadata.get('quick')}; "
         f"trained in {metadata.get('training_seconds', '?')} s.",
         "",
-        f"Text model: `{hp.get('text_arch')}`; image model: CNN at {metadata['image_size']} px; "
+        f"Text model: `{hp.get('text_arch')}`; image model: {image_model(hp)} at {metadata['image_size']} px; "
         f"fusion: `{hp.get('fusion_arch')}`.",
         "",
         "## Splits (by product id)",

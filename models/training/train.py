@@ -64,6 +64,7 @@ from models.training.fit import (
 from models.training.hyperparameters import (
     FUSION_ARCHS,
     IMAGE_ARCHS,
+    IMAGE_FINETUNE,
     LABELS,
     SENTENCE_ENCODERS,
     TEXT_ARCHS,
@@ -187,18 +188,23 @@ def train_image_model(
 def train_image_pretrained(
     p: PreparedData, hp: Hyperparameters, seed: int, *, feature_cache: Path | None
 ) -> tuple[Any, History, np.ndarray]:
-    """EfficientNet-Lite with its ImageNet weights, frozen, and a head fitted on its features.
+    """EfficientNet-Lite with its ImageNet weights, a head fitted on its features, and its last
+    layers fine-tuned when `hp.image_finetune` says so.
 
     The backbone's features of every image are computed once (`models.training.features`,
     cached by content when `feature_cache` is set); the head trains on those of the train
-    split, early-stopped on validation, in seconds. The model saved and exported is the
-    backbone and the head in one graph, from the image's pixels.
+    split, early-stopped on validation, in seconds. With fine-tuning, what is cached is the
+    activations where the trained layers start (`efficientnet_lite.finetune_split`), of each
+    photo and, with `image_finetune_flip`, of its mirror; the pooled features come from them
+    through the layers still frozen, the head is fitted on those as above, then the trained
+    layers and the head learn together at a small learning rate (the history's `finetune_*`
+    figures). The model saved and exported is the backbone and the head in one graph, from the
+    image's pixels.
     """
     import keras
 
     from models.training import builders
-    from models.training.efficientnet_lite import FEATURES, load_efficientnet_lite
-    from models.training.features import cached_features
+    from models.training.efficientnet_lite import FEATURES, finetune_split, load_efficientnet_lite
 
     rows, val = p.rows("train", p.has_image), p.rows("validation", p.has_image)
     if not len(rows):
@@ -206,20 +212,23 @@ def train_image_pretrained(
     backbone = load_efficientnet_lite(hp.image_arch, input_shape=(hp.image_size, hp.image_size, 3))
     with_image = np.flatnonzero(p.has_image)
     logger.info(
-        "image model: EfficientNet-%s at %d px, frozen; %d training images, %d validation",
+        "image model: EfficientNet-%s at %d px, %s; %d training images, %d validation",
         hp.image_arch,
         hp.image_size,
+        f"fine-tuned from its {hp.image_finetune}" if hp.image_finetune else "frozen",
         len(rows),
         len(val),
     )
-    features = np.zeros((len(p.y), FEATURES), dtype=np.float32)
-    features[with_image] = cached_features(
-        lambda batch: backbone.predict(batch.astype(np.float32), batch_size=len(batch), verbose=0),
-        p.images[with_image],
-        key=f"efficientnet-{hp.image_arch}-{hp.image_size}px-v1",
-        cache_dir=feature_cache,
-        progress="image backbone features",
-    )
+    key = f"efficientnet-{hp.image_arch}-{hp.image_size}px"
+    trunk, top = finetune_split(backbone, hp.image_finetune) if hp.image_finetune else (backbone, None)
+    depth = f"-{hp.image_finetune}" if hp.image_finetune else ""
+
+    def backbone_features(images: np.ndarray, view: str) -> np.ndarray:
+        return cached_image_features(trunk, images, f"{key}{depth}-v1", feature_cache, view)
+
+    activations = np.zeros((len(p.y), *trunk.output.shape[1:]), dtype=np.float32)
+    activations[with_image] = backbone_features(p.images[with_image], "photos")
+    features = activations if top is None else _predict(top, activations)
     keras.utils.set_random_seed(seed + 1000)
     head = builders.build_image_head(len(LABELS), features=FEATURES, dropout=hp.image_dropout)
     history = fit(
@@ -234,9 +243,51 @@ def train_image_pretrained(
         weight_decay=hp.image_weight_decay,
         hp=hp,
     )
+    scorer = head
+    if top is not None:
+        x, y = activations[rows], p.y[rows]
+        if hp.image_finetune_flip:
+            mirrored = backbone_features(p.images[rows][:, :, ::-1], "mirrored photos")
+            x, y = np.concatenate([x, mirrored]), np.concatenate([y, y])
+        scorer = keras.Model(top.input, head(top.output), name="image_finetune")
+        keras.utils.set_random_seed(seed + 2000)
+        tuned = fit(
+            scorer,
+            x,
+            y,
+            (activations[val], p.y[val]),
+            name=f"image fine-tuning ({hp.image_finetune})",
+            epochs=hp.image_finetune_epochs,
+            patience=hp.image_finetune_patience,
+            learning_rate=hp.image_finetune_learning_rate,
+            weight_decay=hp.image_weight_decay,
+            hp=hp,
+        )
+        history |= {f"finetune_{k}": v for k, v in tuned.items()}
+        features = activations
     probs = np.zeros((len(p.y), len(LABELS)), dtype=np.float32)
-    probs[with_image] = predict_probs(head, features[with_image], len(with_image))
+    probs[with_image] = predict_probs(scorer, features[with_image], len(with_image))
     return builders.build_image_pretrained(backbone, head, size=hp.image_size), history, probs
+
+
+def cached_image_features(
+    extract: Any, images: np.ndarray, key: str, feature_cache: Path | None, view: str
+) -> np.ndarray:
+    """`extract` (a Keras model from float pixels) on `images`, through the feature cache."""
+    from models.training.features import cached_features
+
+    return cached_features(
+        lambda batch: extract.predict(batch.astype(np.float32), batch_size=len(batch), verbose=0),
+        images,
+        key=key,
+        cache_dir=feature_cache,
+        progress=f"image backbone features ({view})",
+    )
+
+
+def _predict(model: Any, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Inference-mode outputs of `model` on `x` (the frozen layers of a fine-tuning split)."""
+    return np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float32)
 
 
 def build_image_cnn(hp: Hyperparameters, members: int | None = None) -> Any:
@@ -595,10 +646,13 @@ def refit_data(p: PreparedData) -> PreparedData:
     return replace(p, split=np.where(np.isin(p.split, REFIT_SPLITS), "train", p.split))
 
 
-def selected_epochs(history: History) -> int:
-    """The epoch early stopping kept: the first best validation accuracy (as Keras keeps it)."""
-    val = history.get("val_accuracy") or []
-    return int(np.argmax(val)) + 1 if val else max(len(history.get("loss", [])), 1)
+def selected_epochs(history: History, prefix: str = "") -> int:
+    """The epoch early stopping kept: the first best validation accuracy (as Keras keeps it).
+
+    `prefix` reads a second phase of the same model (`finetune_`: the image fine-tuning).
+    """
+    val = history.get(f"{prefix}val_accuracy") or []
+    return int(np.argmax(val)) + 1 if val else max(len(history.get(f"{prefix}loss", [])), 1)
 
 
 def refit_models(
@@ -626,6 +680,9 @@ def refit_models(
 
     epochs = {kind: selected_epochs(selection.histories[kind]) for kind in ("text", "image")}
     refit_hp = replace(hp, text_epochs=epochs["text"], image_epochs=epochs["image"])
+    if "finetune_loss" in selection.histories["image"]:
+        epochs["image_finetune"] = selected_epochs(selection.histories["image"], "finetune_")
+        refit_hp = replace(refit_hp, image_finetune_epochs=epochs["image_finetune"])
     q = refit_data(p)
     logger.info("refit on %s: %s epochs", "+".join(REFIT_SPLITS), epochs)
     text_model, text_history = train_text_model(q, refit_hp, feature_cache=feature_cache)
@@ -720,7 +777,12 @@ def bundle_metadata(
         },
         "models": {
             "text": {"file": MODEL_FILES["text"], "inputs": ["text"], "arch": hp.text_arch},
-            "image": {"file": MODEL_FILES["image"], "inputs": ["image"], "arch": "cnn"},
+            "image": {
+                "file": MODEL_FILES["image"],
+                "inputs": ["image"],
+                "arch": hp.image_arch,
+                **({"finetuned": hp.image_finetune} if hp.image_arch != "cnn" else {}),
+            },
             "fusion": {"file": MODEL_FILES["fusion"], "inputs": ["text", "image"], "arch": hp.fusion_arch},
         },
         "image_size": hp.image_size,
@@ -738,7 +800,15 @@ def bundle_metadata(
         },
         "test_pairs": evaluation.on_pairs,
         "parameters": {kind: builders.n_parameters(model) for kind, model in models.by_kind().items()},
-        "epochs_run": {kind: len(models.histories[kind].get("loss", [])) for kind in ("text", "image")},
+        "epochs_run": {
+            name: len(models.histories[kind][f"{phase}loss"])
+            for name, kind, phase in (
+                ("text", "text", ""),
+                ("image", "image", ""),
+                ("image_finetune", "image", "finetune_"),
+            )
+            if f"{phase}loss" in models.histories[kind]
+        },
         "serving_exports": export,
         **({"sentence_encoder": bundle_entry(models.sentence)} if models.sentence is not None else {}),
     }
@@ -933,6 +1003,12 @@ def main(argv: list[str] | None = None) -> int:
         help="keep the pretrained backbone's features here between runs (default: $FEATURE_CACHE_DIR)",
     )
     parser.add_argument(
+        "--image-finetune",
+        choices=[name or "none" for name in IMAGE_FINETUNE],
+        help="fine-tune the pretrained backbone's head convolution (head, the default), its last block "
+        "too (block), or keep it frozen (none)",
+    )
+    parser.add_argument(
         "--image-members", type=int, help="CNNs in the image ensemble (default 2, 1 with --quick)"
     )
     parser.add_argument(
@@ -966,6 +1042,8 @@ def main(argv: list[str] | None = None) -> int:
         hp.word_vectors = ""
     if args.sentence_encoder is not None:
         hp.sentence_encoder = "" if args.sentence_encoder == "none" else args.sentence_encoder
+    if args.image_finetune is not None:
+        hp.image_finetune = "" if args.image_finetune == "none" else args.image_finetune
     if args.no_refit:
         hp.refit = False
     if args.mondrian:

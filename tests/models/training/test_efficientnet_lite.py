@@ -24,6 +24,7 @@ from models.training.efficientnet_lite import (
     FEATURES,
     IMAGENET_CLASSES,
     WeightsNotInstalledError,
+    finetune_split,
     load_efficientnet_lite,
     load_weights,
     weights_file,
@@ -394,6 +395,33 @@ def test_the_feature_extractor_is_frozen_and_pools_1280_features(lite0_state) ->
     classifier = lite0_state["_fc.weight"].astype(np.float64)
     logits = features @ classifier.T + lite0_state["_fc.bias"]
     np.testing.assert_allclose(logits, _reference_logits(lite0_state, "lite0", images), atol=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("depth", "trained"), [("head", ["head_conv"]), ("block", ["block15_", "head_conv"])]
+)
+def test_fine_tuning_trains_the_last_convolutions_of_the_backbone_in_place(
+    lite0_state, depth, trained
+) -> None:
+    import keras
+
+    model = load_efficientnet_lite("lite0")
+    images = np.random.default_rng(3).integers(0, 256, (2, 96, 96, 3)).astype(np.float32)
+    before = np.asarray(model(images, training=False))
+    trunk, top = finetune_split(model, depth)
+    activations = np.asarray(trunk(images, training=False))
+    # The cut loses nothing: the frozen trunk's activations through the top are the features.
+    np.testing.assert_allclose(np.asarray(top(activations, training=False)), before, atol=1e-5)
+    names = {v.path.split("/")[0] for v in top.trainable_weights}
+    assert names and all(any(n.startswith(t) for t in trained) for n in names), names
+    assert not any("_bn" in n for n in names)  # batch norms keep their ImageNet statistics
+    assert not trunk.trainable_weights
+
+    top.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    top.fit(activations, before + 1.0, epochs=1, verbose=0)
+    after = np.asarray(model(images, training=False))
+    assert np.abs(after - before).max() > 1e-3  # the backbone itself learned
+    np.testing.assert_allclose(np.asarray(trunk(images, training=False)), activations, atol=1e-6)
 
 
 def test_the_feature_extractor_exports_to_onnx_with_parity(lite0_state, tmp_path) -> None:

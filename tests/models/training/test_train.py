@@ -150,17 +150,30 @@ def test_the_report_shows_the_figures_and_the_plots(quick_bundle: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("finetune", ["", "head"])
 def test_the_pretrained_image_model_is_the_backbone_and_the_head_that_trained_on_its_features(
-    tmp_path: Path, quick_catalogue: Path
+    tmp_path: Path, quick_catalogue: Path, finetune: str
 ) -> None:
     from models.training.fit import predict_probs
     from models.training.hyperparameters import Hyperparameters
     from models.training.prepare import prepare_data
     from models.training.train import train_image_model
 
-    hp = replace(Hyperparameters.quick(), image_arch="lite0", image_size=64, image_epochs=3)
+    hp = replace(
+        Hyperparameters.quick(),
+        image_arch="lite0",
+        image_size=64,
+        image_epochs=3,
+        image_finetune=finetune,
+        image_finetune_epochs=2,
+    )
     dataset = load_challenge_folder(quick_catalogue)
     p = prepare_data([dataset.subset(list(range(150)))], seed=0, image_size=hp.image_size)
+    untrained = None
+    if finetune:
+        from models.training.efficientnet_lite import load_efficientnet_lite
+
+        untrained = load_efficientnet_lite("lite0").get_layer("head_conv").get_weights()[0]
 
     model, history, probs = train_image_model(p, hp, seed=0, feature_cache=tmp_path / "cache")
 
@@ -168,8 +181,17 @@ def test_the_pretrained_image_model_is_the_backbone_and_the_head_that_trained_on
     rows = np.flatnonzero(p.has_image)[:12]
     # What training used (the head on cached features) is what the saved graph computes.
     np.testing.assert_allclose(predict_probs(model, p.images[rows], len(rows)), probs[rows], atol=1e-4)
-    assert len(list((tmp_path / "cache").rglob("*.npy"))) == int(p.has_image.sum())
-    assert not model.get_layer("efficientnet_lite0").trainable
+    cached = len(list((tmp_path / "cache").rglob("*.npy")))
+    if not finetune:
+        assert cached == int(p.has_image.sum())
+        assert not model.get_layer("efficientnet_lite0").trainable
+        return
+    # Fine-tuned: the activations of every photo and of each training photo's mirror are cached,
+    # the second phase ran, and the graph that ships carries the head convolution it trained.
+    assert cached == int(p.has_image.sum()) + len(p.rows("train", p.has_image))
+    assert 1 <= len(history["finetune_loss"]) <= 2 and "finetune_val_accuracy" in history
+    tuned = model.get_layer("efficientnet_lite0").get_layer("head_conv").get_weights()[0]
+    assert np.abs(tuned - untrained).max() > 0
 
 
 @pytest.mark.slow
@@ -226,13 +248,22 @@ def test_a_refitting_training_ships_models_that_learned_from_the_test_split_but_
     monkeypatch.setattr(training, "train_text_model", recording)
     # The image model: an untrained CNN stands in (two CNN trainings would double the test's
     # time); what matters here is which products each stage is handed.
+    # Its history has a fine-tuning phase whose best validation epoch is the second of three.
     images: list[set[str]] = []
+    finetune_epochs: list[int] = []
 
     def image_stand_in(
         p: PreparedData, hp: Hyperparameters, seed: int, *, feature_cache: Path | None = None
     ) -> tuple[Any, dict, None]:
         images.append({p.data.product_ids[i] for i in p.rows("train", p.has_image)})
-        return training.build_image_cnn(hp, members=1), {"loss": [1.0], "val_accuracy": [0.5]}, None
+        finetune_epochs.append(hp.image_finetune_epochs)
+        history = {
+            "loss": [1.0],
+            "val_accuracy": [0.5],
+            "finetune_loss": [1.0, 0.9, 0.8],
+            "finetune_val_accuracy": [0.4, 0.6, 0.5],
+        }
+        return training.build_image_cnn(hp, members=1), history, None
 
     monkeypatch.setattr(training, "train_image_model", image_stand_in)
     # No delta: a finite threshold from the few calibration texts of 300 products. The sentence
@@ -264,6 +295,7 @@ def test_a_refitting_training_ships_models_that_learned_from_the_test_split_but_
     assert refit_ids == texts["train"] | texts["validation"] | texts["test"]
     assert not refit_ids & texts["calibration"]
     assert images == [photos["train"], photos["train"] | photos["validation"] | photos["test"]]
+    assert finetune_epochs == [hp.image_finetune_epochs, 2]  # the refit fine-tunes for the epochs kept
 
     # The bundle ships the refitted text model, calibrated on the calibration split.
     shipped = keras.models.load_model(bundle / "text.keras")
@@ -287,6 +319,7 @@ def test_a_refitting_training_ships_models_that_learned_from_the_test_split_but_
     assert {"marginal", "mondrian", "served"} <= set(metrics["text"]["sets"])
     refit = json.loads((bundle / "metadata.json").read_text())["refit"]
     assert refit["splits"] == ["train", "validation", "test"] and refit["epochs"]["text"] <= 2
+    assert refit["epochs"]["image_finetune"] == 2
     assert refit["text"] == len(refit_ids)
     report = (bundle / "report.md").read_text()
     assert "refitted on train + validation + test" in report and "Mondrian" in report
