@@ -90,18 +90,60 @@ def fit(
                 monitor="val_accuracy", patience=patience, restore_best_weights=True, mode="max"
             )
         )
+    batches = x.batches(y, hp.batch_size) if isinstance(x, Views) else None
     history = model.fit(
-        x,
-        one_hot(y),
+        batches if batches is not None else x,
+        None if batches is not None else one_hot(y),
         validation_data=validation_data,
         epochs=epochs,
-        batch_size=hp.batch_size,
+        batch_size=None if batches is not None else hp.batch_size,
         verbose=0,
         callbacks=callbacks,
-        shuffle=True,
+        shuffle=batches is None,  # Views reshuffle themselves every epoch
         class_weight=balanced_class_weights(y) if balanced else None,
     )
     return {k: [float(v) for v in values] for k, values in history.history.items()}
+
+
+@dataclass(frozen=True)
+class Views:
+    """Several views of the same training rows (a photo's activations and its mirror's), which
+    `fit` trains on as one stacked array with the rows' labels repeated, in batches gathered on
+    the fly: no concatenated copy, nor the tensor copy Keras makes of an array it is given.
+
+    Each epoch visits every row of every view once, in an order reshuffled from `seed`.
+    """
+
+    arrays: tuple[np.ndarray, ...]
+    seed: int = 0
+
+    def batches(self, y: np.ndarray, batch_size: int) -> Any:
+        import keras
+
+        arrays, n = self.arrays, len(y)
+        if any(len(a) != n for a in arrays):
+            raise ValueError(f"every view must have the {n} rows of the labels")
+        rng = np.random.default_rng(self.seed)
+
+        class Batches(keras.utils.PyDataset):
+            def __init__(self) -> None:
+                super().__init__()
+                self.order = rng.permutation(n * len(arrays))
+
+            def __len__(self) -> int:
+                return -(-len(self.order) // batch_size)
+
+            def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+                view, row = np.divmod(self.order[index * batch_size : (index + 1) * batch_size], n)
+                x = np.empty((len(row), *arrays[0].shape[1:]), dtype=np.float32)
+                for v, array in enumerate(arrays):
+                    x[view == v] = array[row[view == v]]
+                return x, one_hot(y[row])
+
+            def on_epoch_end(self) -> None:
+                self.order = rng.permutation(len(self.order))
+
+        return Batches()
 
 
 def balanced_class_weights(y: np.ndarray) -> dict[int, float]:

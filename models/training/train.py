@@ -53,6 +53,7 @@ from models.bundle import (
 from models.data import Dataset, load_challenge_folder
 from models.training.fit import (
     Predictor,
+    Views,
     accuracy,
     epoch_logger,
     fit,
@@ -245,16 +246,15 @@ def train_image_pretrained(
     )
     scorer = head
     if top is not None:
-        x, y = activations[rows], p.y[rows]
+        views = [activations[rows]]
         if hp.image_finetune_flip:
-            mirrored = backbone_features(p.images[rows][:, :, ::-1], "mirrored photos")
-            x, y = np.concatenate([x, mirrored]), np.concatenate([y, y])
+            views.append(backbone_features(p.images[rows][:, :, ::-1], "mirrored photos"))
         scorer = keras.Model(top.input, head(top.output), name="image_finetune")
         keras.utils.set_random_seed(seed + 2000)
         tuned = fit(
             scorer,
-            x,
-            y,
+            Views(tuple(views), seed=seed + 2000),
+            p.y[rows],
             (activations[val], p.y[val]),
             name=f"image fine-tuning ({hp.image_finetune})",
             epochs=hp.image_finetune_epochs,

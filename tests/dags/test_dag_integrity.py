@@ -70,8 +70,8 @@ def test_the_retraining_dag_runs_its_steps_in_order(dagbag):
 def test_on_kubernetes_the_training_runs_in_a_pod_of_its_own_with_requests_and_limits(dagbag):
     pod = dagbag.dags["rakuten_retrain"].get_task("train_pod")
     resources = pod.container_resources
-    assert resources.requests == {"cpu": "2", "memory": "4Gi"}
-    assert resources.limits == {"cpu": "4", "memory": "8Gi"}
+    assert resources.requests == {"cpu": "2", "memory": "10Gi"}
+    assert resources.limits == {"cpu": "4", "memory": "14Gi"}
     assert pod.cmds == ["python", "-m", "pipelines.retrain", "train-step"]
     assert "where_to_train" in pod.image and pod.on_finish_action.value == "delete_pod"
     sources = {(e.config_map_ref or e.secret_ref).name for e in pod.env_from}
